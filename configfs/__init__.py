@@ -1,0 +1,1 @@
+"""Kernel target orchestration: desired state in, idempotent apply and exact teardown."""

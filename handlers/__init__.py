@@ -1,0 +1,1 @@
+"""The TCMU handler: the ring and the SCSI device emulations."""

@@ -1,0 +1,1 @@
+"""Thur: the products (config, storage engine, tape and volume models, daemons, CLIs)."""
