@@ -1,0 +1,48 @@
+# Two commands set everything up on a fresh Debian/Ubuntu machine:
+#   make demo   the test VM with a running library and a real backup against it
+#   make test   unit tests on the host, then the e2e tests in the VM
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+E2E_TIMEOUT ?= 3000
+
+.PHONY: test unit e2e demo vm host-deps venv lint clean
+
+test: unit e2e
+
+host-deps:
+	@missing=$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing host packages: $$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+unit: venv lint
+	$(VENV)/bin/pytest -q tests/unit
+
+vm: host-deps
+	vagrant/vm build
+
+e2e: host-deps
+	vagrant/vm run --timeout $(E2E_TIMEOUT) -- \
+		python -m pytest -v -p no:cacheprovider tests/e2e
+
+demo: host-deps
+	vagrant/vm demo
+
+clean:
+	rm -rf $(VENV) .vm

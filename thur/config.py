@@ -1,0 +1,244 @@
+"""Loading and validating thurvtld's YAML configuration.
+
+Every error names the key, the value and what is allowed, so an admin can fix
+the file without reading code. Defaults live here, next to the keys they
+belong to.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[^\s]+)?$")
+DEFAULT_TARGET_IQN = "iqn.2026-11.io.thur:vtl"
+MAX_SLOTS = 65535
+MAX_MAIL_SLOTS = 65535
+MAX_DRIVES = 255
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        super().__init__(f"config key '{key}': {value!r} is not allowed: {allowed}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Chap:
+    """CHAP credentials (RFC 3720 limits secrets to 12..16 bytes in LIO)."""
+
+    userid: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Portal:
+    ip: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class IscsiConfig:
+    target_iqn: str = DEFAULT_TARGET_IQN
+    listen: tuple[Portal, ...] = (Portal("0.0.0.0", 3260),)
+    # Initiators allowed to log in; empty means any initiator (LIO demo mode).
+    initiators: tuple[str, ...] = ()
+    chap: Chap | None = None
+    mutual_chap: Chap | None = None
+    discovery_chap: Chap | None = None
+
+
+@dataclass(frozen=True)
+class LibraryConfig:
+    num_slots: int = 24
+    num_mail_slots: int = 4
+    num_drives: int = 2
+    lto_generation: int = 8
+
+
+@dataclass(frozen=True)
+class TcmuConfig:
+    # Tape commands (ERASE, LOCATE, long writes under backpressure) take far
+    # longer than the kernel's 30 s default; the initiator's own timeouts rule.
+    cmd_time_out: int = 4 * 3600
+    qfull_time_out: int = 30
+    max_data_area_mb: int = 64
+
+
+@dataclass(frozen=True)
+class VtlConfig:
+    data_dir: Path
+    library: LibraryConfig = field(default_factory=LibraryConfig)
+    iscsi: IscsiConfig = field(default_factory=IscsiConfig)
+    tcmu: TcmuConfig = field(default_factory=TcmuConfig)
+    admin_socket: Path = Path("/run/thurvtl/admin.sock")
+    # Prefix for our kernel object names, so two daemons can share a host.
+    instance: str = "thurvtl"
+
+
+def _mapping(raw: object, key: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(key, raw, "a mapping of keys to values")
+    return raw
+
+
+def _reject_unknown(section: dict[str, Any], prefix: str, known: set[str]) -> None:
+    for name in section:
+        if name not in known:
+            raise ConfigError(
+                f"{prefix}{name}", section[name], f"unknown key; known: {sorted(known)}"
+            )
+
+
+def _int(section: dict[str, Any], prefix: str, name: str, default: int, lo: int, hi: int) -> int:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{prefix}{name}", value, f"an integer from {lo} to {hi}")
+    return value
+
+
+def _str(section: dict[str, Any], prefix: str, name: str, default: str | None) -> str | None:
+    value = section.get(name, default)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{prefix}{name}", value, "a string")
+    return value
+
+
+def _chap(raw: object, key: str) -> Chap | None:
+    if raw is None:
+        return None
+    section = _mapping(raw, key)
+    _reject_unknown(section, key + ".", {"userid", "password"})
+    userid = _str(section, key + ".", "userid", None)
+    password = _str(section, key + ".", "password", None)
+    if not userid:
+        raise ConfigError(key + ".userid", userid, "a non-empty user name")
+    if password is None or not 12 <= len(password) <= 16:
+        raise ConfigError(key + ".password", "***", "a secret of 12 to 16 characters (LIO limit)")
+    return Chap(userid, password)
+
+
+def _portal(raw: object, key: str) -> Portal:
+    text = str(raw)
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, "3260"
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(key, raw, "an address 'IP:PORT', e.g. '0.0.0.0:3260'") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(key, raw, "a TCP port from 1 to 65535")
+    return Portal(host, port)
+
+
+def _iqn(value: object, key: str) -> str:
+    if not isinstance(value, str) or not IQN_RE.match(value):
+        raise ConfigError(key, value, "an iSCSI name like 'iqn.2026-11.com.example:name'")
+    return value
+
+
+def _library(raw: object) -> LibraryConfig:
+    section = _mapping(raw, "library")
+    p = "library."
+    _reject_unknown(section, p, {"num_slots", "num_mail_slots", "num_drives", "lto_generation"})
+    gen = section.get("lto_generation", 8)
+    if gen != 8:
+        raise ConfigError("library.lto_generation", gen, "8 (LTO-8 is the emulated generation)")
+    return LibraryConfig(
+        num_slots=_int(section, p, "num_slots", 24, 1, MAX_SLOTS),
+        num_mail_slots=_int(section, p, "num_mail_slots", 4, 0, MAX_MAIL_SLOTS),
+        num_drives=_int(section, p, "num_drives", 2, 1, MAX_DRIVES),
+        lto_generation=gen,
+    )
+
+
+def _iscsi(raw: object) -> IscsiConfig:
+    section = _mapping(raw, "iscsi")
+    p = "iscsi."
+    _reject_unknown(
+        section, p, {"target_iqn", "listen", "initiators", "chap", "mutual_chap", "discovery_chap"}
+    )
+    listen_raw = section.get("listen", ["0.0.0.0:3260"])
+    if isinstance(listen_raw, str):
+        listen_raw = [listen_raw]
+    if not isinstance(listen_raw, list) or not listen_raw:
+        raise ConfigError("iscsi.listen", listen_raw, "a non-empty list of 'IP:PORT'")
+    initiators = section.get("initiators", [])
+    if not isinstance(initiators, list):
+        raise ConfigError("iscsi.initiators", initiators, "a list of initiator IQNs")
+    chap = _chap(section.get("chap"), "iscsi.chap")
+    mutual = _chap(section.get("mutual_chap"), "iscsi.mutual_chap")
+    if mutual and not chap:
+        raise ConfigError("iscsi.mutual_chap", "set", "only together with iscsi.chap")
+    return IscsiConfig(
+        target_iqn=_iqn(section.get("target_iqn", DEFAULT_TARGET_IQN), "iscsi.target_iqn"),
+        listen=tuple(_portal(v, f"iscsi.listen[{i}]") for i, v in enumerate(listen_raw)),
+        initiators=tuple(_iqn(v, f"iscsi.initiators[{i}]") for i, v in enumerate(initiators)),
+        chap=chap,
+        mutual_chap=mutual,
+        discovery_chap=_chap(section.get("discovery_chap"), "iscsi.discovery_chap"),
+    )
+
+
+def _tcmu(raw: object) -> TcmuConfig:
+    section = _mapping(raw, "tcmu")
+    p = "tcmu."
+    _reject_unknown(section, p, {"cmd_time_out", "qfull_time_out", "max_data_area_mb"})
+    return TcmuConfig(
+        cmd_time_out=_int(section, p, "cmd_time_out", 4 * 3600, 0, 7 * 24 * 3600),
+        qfull_time_out=_int(section, p, "qfull_time_out", 30, 0, 3600),
+        max_data_area_mb=_int(section, p, "max_data_area_mb", 64, 8, 2048),
+    )
+
+
+def parse_vtl_config(raw: object) -> VtlConfig:
+    """Validate a parsed YAML document into a VtlConfig."""
+    top = _mapping(raw, "<top level>")
+    _reject_unknown(top, "", {"data_dir", "library", "iscsi", "tcmu", "admin_socket", "instance"})
+    data_dir = top.get("data_dir")
+    if not isinstance(data_dir, str) or not data_dir.startswith("/"):
+        raise ConfigError("data_dir", data_dir, "an absolute path (required)")
+    if "library" not in top:
+        raise ConfigError("library", None, "a mapping with num_slots, num_drives (required)")
+    instance = top.get("instance", "thurvtl")
+    if not isinstance(instance, str) or not re.fullmatch(r"[a-z][a-z0-9]{0,15}", instance):
+        raise ConfigError("instance", instance, "1-16 lower-case letters and digits")
+    socket = top.get("admin_socket", "/run/thurvtl/admin.sock")
+    if not isinstance(socket, str) or not socket.startswith("/"):
+        raise ConfigError("admin_socket", socket, "an absolute path")
+    return VtlConfig(
+        data_dir=Path(data_dir),
+        library=_library(top["library"]),
+        iscsi=_iscsi(top.get("iscsi")),
+        tcmu=_tcmu(top.get("tcmu")),
+        admin_socket=Path(socket),
+        instance=instance,
+    )
+
+
+def load_vtl_config(path: Path) -> VtlConfig:
+    """Read and validate a thurvtld config file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("--config", str(path), f"a readable file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("<file>", str(path), f"valid YAML ({exc})") from None
+    return parse_vtl_config(raw)

@@ -1,0 +1,1 @@
+"""Thur VTL: the tape library daemon (thurvtld) and its CLI (thurvtl)."""
