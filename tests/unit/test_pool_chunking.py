@@ -1,0 +1,104 @@
+"""Chunk identity, FastCDC stream chunking and fixed-size chunking."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from blake3 import blake3
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from thur.pool import ChunkerParams, FixedChunker, StreamChunker, chunk_id, parse_chunk_id
+
+SMALL = ChunkerParams(min_size=256, avg_size=1024, max_size=4096)
+
+
+def _data(seed: int, n: int) -> bytes:
+    # Low-entropy-ish data with repeats so cut points are not all max-size.
+    rnd = random.Random(seed)
+    words = [rnd.randbytes(rnd.randint(1, 40)) for _ in range(50)]
+    out = bytearray()
+    while len(out) < n:
+        out += rnd.choice(words)
+    return bytes(out[:n])
+
+
+def _feed(params: ChunkerParams, data: bytes, sizes: list[int]) -> list[bytes]:
+    ch = StreamChunker(params)
+    out: list[bytes] = []
+    pos = 0
+    i = 0
+    while pos < len(data):
+        n = sizes[i % len(sizes)] if sizes else len(data)
+        out += ch.feed(data[pos : pos + n])
+        pos += n
+        i += 1
+    return out + ch.finish()
+
+
+def test_chunk_id_is_blake3_256_threaded_or_not() -> None:
+    small, big = b"abc", bytes(range(256)) * 8192  # 2 MiB: the threaded path
+    assert chunk_id(small) == blake3(small).digest()
+    assert chunk_id(big) == blake3(big).digest()
+    assert len(chunk_id(b"")) == 32
+    assert parse_chunk_id(chunk_id(small).hex()) == chunk_id(small)
+    with pytest.raises(ValueError):
+        parse_chunk_id("abcd")
+
+
+def test_default_params_are_the_tape_ones() -> None:
+    p = ChunkerParams()
+    assert (p.min_size, p.avg_size, p.max_size) == (256 << 10, 1 << 20, 4 << 20)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    n=st.integers(0, 40_000),
+    sizes=st.lists(st.integers(1, 9000), min_size=1, max_size=6),
+)
+def test_stream_chunking_is_split_invariant(seed: int, n: int, sizes: list[int]) -> None:
+    data = _data(seed, n)
+    whole = [bytes(c.data) for c in SMALL.make().cut_buf(data)] if data else []
+    assert _feed(SMALL, data, sizes) == whole
+    assert b"".join(whole) == data
+
+
+def test_stream_chunking_respects_bounds_and_is_deterministic() -> None:
+    data = random.Random(7).randbytes(300_000)
+    a = _feed(SMALL, data, [1000])
+    b = _feed(SMALL, data, [77, 5000, 1])
+    assert a == b
+    assert all(len(c) <= SMALL.max_size for c in a)
+    assert all(len(c) >= SMALL.min_size for c in a[:-1])
+
+
+def test_stream_memory_is_bounded_by_max_size() -> None:
+    ch = StreamChunker(SMALL)
+    data = random.Random(3).randbytes(200_000)
+    ch.feed(data)  # one huge piece is sliced internally
+    assert len(ch._buf) < 3 * SMALL.max_size
+    for i in range(0, len(data), 300):
+        ch.feed(data[i : i + 300])
+        assert len(ch._buf) < 3 * SMALL.max_size
+
+
+def test_dedup_survives_an_insertion() -> None:
+    # The point of CDC: an insertion only disturbs the chunks around it.
+    data = _data(11, 200_000)
+    edited = data[:100_000] + b"INSERTED" + data[100_000:]
+    a = set(_feed(SMALL, data, [4096]))
+    b = set(_feed(SMALL, edited, [4096]))
+    assert len(a & b) >= 0.8 * len(a)
+
+
+def test_fixed_chunker() -> None:
+    ch = FixedChunker(4096)
+    data = random.Random(1).randbytes(3 * 4096 + 100)
+    out = ch.feed(data[:5000]) + ch.feed(data[5000:]) + ch.finish()
+    assert [len(c) for c in out] == [4096, 4096, 4096, 100]
+    assert b"".join(out) == data
+    assert ch.finish() == []
+    with pytest.raises(ValueError):
+        FixedChunker(0)

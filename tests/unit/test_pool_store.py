@@ -1,0 +1,220 @@
+"""The local pool: verified reads, durable state, budget, eviction, backpressure."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from thur.pool import (
+    BackpressureTimeout,
+    ChunkCorrupt,
+    ChunkMissing,
+    Codec,
+    CompressionPolicy,
+    LocalStore,
+    ManualClock,
+    PoolConfig,
+    chunk_id,
+)
+
+HEADER = 16  # chunk file header size
+
+
+def cfg(tmp: Path, **kw: object) -> PoolConfig:
+    base: dict[str, object] = dict(
+        data_dir=tmp / "pool",
+        budget_bytes=10_000,
+        disk_free_floor=0,
+        max_wait=10.0,
+        poll_interval=0.005,
+        compression=CompressionPolicy(Codec.NONE),
+    )
+    base.update(kw)
+    return PoolConfig(**base)  # type: ignore[arg-type]
+
+
+def blob(i: int, n: int = 1000) -> bytes:
+    return i.to_bytes(4, "big") * (n // 4)
+
+
+def test_put_get_dedup_and_reopen(tmp_path: Path) -> None:
+    store = LocalStore(cfg(tmp_path, compression=CompressionPolicy(Codec.ZSTD)))
+    r = store.put(blob(1))
+    assert r.new and r.chunk_id == chunk_id(blob(1)) and r.stored < 1000  # compressed
+    assert not store.put(blob(1)).new
+    assert store.get(r.chunk_id) == blob(1)
+    assert store.pending() == [(r.chunk_id, r.stored)]
+    store.close()
+    again = LocalStore(cfg(tmp_path))  # codec setting changed: old chunk still reads
+    assert again.get(r.chunk_id) == blob(1)
+    assert again.stats().pinned_bytes == r.stored
+    assert again.recovery.orphans_swept == 0 and not again.recovery.lost_pinned
+    with pytest.raises(ChunkMissing):
+        again.get(b"\0" * 32)
+
+
+def _file(store: LocalStore, cid: bytes) -> Path:
+    h = cid.hex()
+    return store.root / "chunks" / h[:2] / h[2:4] / h
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "header", "swap"])
+def test_corrupt_file_is_chunk_corrupt_never_wrong_bytes(tmp_path: Path, damage: str) -> None:
+    store = LocalStore(cfg(tmp_path))
+    cid = store.put(blob(1)).chunk_id
+    other = store.put(blob(2)).chunk_id
+    path = _file(store, cid)
+    raw = bytearray(path.read_bytes())
+    if damage == "flip":
+        raw[HEADER + 10] ^= 0x40
+    elif damage == "truncate":
+        raw = raw[:-1]
+    elif damage == "header":
+        raw[0:4] = b"XXXX"
+    else:  # a well-formed file with another chunk's bytes under this name
+        raw = bytearray(_file(store, other).read_bytes())
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ChunkCorrupt):
+        store.get(cid)
+
+
+def test_recovery_sweeps_leftovers_and_drops_stale_rows(tmp_path: Path) -> None:
+    store = LocalStore(cfg(tmp_path))
+    kept = store.put(blob(1)).chunk_id
+    durable = store.put(blob(2)).chunk_id
+    pinned_lost = store.put(blob(3)).chunk_id
+    store.mark_durable([durable])
+    store.close()
+    _file(store, durable).unlink()
+    _file(store, pinned_lost).unlink()
+    (store.root / "tmp" / "half-written").write_bytes(b"x")
+    orphan = chunk_id(b"never acknowledged")
+    _file(store, orphan).parent.mkdir(parents=True, exist_ok=True)
+    _file(store, orphan).write_bytes(b"junk")
+    again = LocalStore(cfg(tmp_path))
+    rec = again.recovery
+    assert (rec.tmp_removed, rec.orphans_swept, rec.durable_rows_dropped) == (1, 1, 1)
+    assert rec.lost_pinned == [pinned_lost]
+    assert not _file(store, orphan).exists()
+    assert again.get(kept) == blob(1)
+    assert again.stats().chunks == 1
+
+
+def test_eviction_is_lru_among_durable_only(tmp_path: Path) -> None:
+    store = LocalStore(cfg(tmp_path, budget_bytes=5 * (1000 + HEADER)))
+    ids = [store.put(blob(i)).chunk_id for i in range(5)]
+    store.mark_durable(ids[:3])
+    store.get(ids[0])  # 0 becomes most recently used: 1 is now the LRU
+    store.put(blob(10))
+    assert not store.contains(ids[1])
+    assert all(store.contains(c) for c in (ids[0], ids[2], ids[3], ids[4]))
+    store.put(blob(11))
+    assert not store.contains(ids[2])
+    assert store.stats().used_bytes <= store.budget
+
+
+def test_backpressure_times_out_on_the_injected_clock(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = LocalStore(cfg(tmp_path, budget_bytes=2 * (1000 + HEADER)), clock=clock)
+    store.put(blob(1))
+    store.put(blob(2))  # full of pinned chunks, nothing evictable
+    errors: list[BaseException] = []
+    t = threading.Thread(target=lambda: _catch(errors, lambda: store.put(blob(3))))
+    t.start()
+    time.sleep(0.05)
+    assert t.is_alive()  # still waiting: the clock has not moved
+    clock.advance(10.0)
+    t.join(2)
+    assert not t.is_alive() and isinstance(errors[0], BackpressureTimeout)
+    assert store.stats().chunks == 2
+
+
+def test_backpressure_released_when_upload_makes_room(tmp_path: Path) -> None:
+    store = LocalStore(cfg(tmp_path, budget_bytes=2 * (1000 + HEADER)), clock=ManualClock())
+    a = store.put(blob(1)).chunk_id
+    store.put(blob(2))
+    errors: list[BaseException] = []
+    t = threading.Thread(target=lambda: _catch(errors, lambda: store.put(blob(3))))
+    t.start()
+    time.sleep(0.05)
+    store.mark_durable([a])  # the uploader finished: a is now evictable
+    t.join(2)
+    assert not t.is_alive() and not errors
+    assert not store.contains(a) and store.contains(chunk_id(blob(3)))
+
+
+def test_disk_free_floor_and_auto_budget(tmp_path: Path) -> None:
+    free = [100_000]
+    store = LocalStore(
+        cfg(
+            tmp_path,
+            budget_bytes=None,
+            auto_budget_fraction=0.5,
+            min_budget_bytes=1000,
+            disk_free_floor=98_000,
+            max_wait=0.0,
+        ),
+        disk_free=lambda: free[0],
+    )
+    assert store.budget == 50_000
+    store.put(blob(1))  # 100_000 - 1016 >= 98_000
+    free[0] -= 1016
+    with pytest.raises(BackpressureTimeout):
+        store.put(blob(2))  # would cross the floor, nothing evictable
+    floor_store = LocalStore(
+        cfg(tmp_path / "b", budget_bytes=None, min_budget_bytes=7777), disk_free=lambda: 0
+    )
+    assert floor_store.budget == 7777
+
+
+def test_enospc_becomes_backpressure_not_an_oserror(tmp_path: Path) -> None:
+    store = LocalStore(cfg(tmp_path, max_wait=0.0))
+
+    def full(cid: bytes, raw: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store._files.write = full  # type: ignore[method-assign]
+    with pytest.raises(BackpressureTimeout):
+        store.put(blob(1))
+    assert store.stats().chunks == 0 and not os.listdir(store.root / "tmp")
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from("pug"), st.integers(0, 15)), max_size=60))
+def test_eviction_never_drops_an_unuploaded_chunk(tmp_path_factory, ops) -> None:  # noqa: ANN001
+    store = LocalStore(
+        cfg(tmp_path_factory.mktemp("p"), budget_bytes=6 * (1000 + HEADER), max_wait=0.0)
+    )
+    pinned: set[bytes] = set()
+    for op, i in ops:
+        cid = chunk_id(blob(i))
+        if op == "p":
+            try:
+                if store.put(blob(i)).new:
+                    pinned.add(cid)
+            except BackpressureTimeout:
+                assert store.stats().pinned_bytes + 1016 > store.budget
+        elif op == "u":
+            for c, _ in store.pending()[:2]:
+                pinned.discard(c)
+                store.mark_durable([c])
+        elif op == "g" and store.contains(cid):
+            assert store.get(cid) == blob(i)
+        for c in pinned:
+            assert store.contains(c) and not store.is_durable(c)
+        assert store.stats().used_bytes <= store.budget
+    store.close()
+
+
+def _catch(errors: list[BaseException], fn) -> None:  # noqa: ANN001
+    try:
+        fn()
+    except BaseException as e:  # noqa: BLE001
+        errors.append(e)
