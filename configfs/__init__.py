@@ -1,1 +1,96 @@
-"""Kernel target orchestration: desired state in, idempotent apply and exact teardown."""
+"""Kernel target orchestration: desired state in, idempotent apply and exact teardown.
+
+Daemon use (configfs depends on nothing in thur; the daemon wires it to handlers):
+
+    problems = check_prerequisites()           # actionable sentences; [] when fine
+    load_modules()                             # mount configfs, modprobe LIO/TCMU/uio
+    ledger = Ledger.load(data_dir / "configfs-ledger.json")
+    apply(state, ledger, on_backstores_ready=start_handlers)   # idempotent, every start
+    # after kill -9 / upgrade restart, per device: find_user_backstore -> find_uio ->
+    # prepare_reattach (block_dev=1, reset_ring=2) -> handler reopens -> finish_reattach
+    teardown(ledger, backstores=False)         # SIGTERM: unexport while handlers serve,
+    stop_handlers(); teardown(ledger)          # then remove the devices themselves
+
+Module map: model (desired state), plan (pure diff), ledger (what we created),
+lio (executor: rtslib-fb for fabric objects), direct (configfs writes rtslib cannot do
+safely), orchestrate (apply/teardown), reattach (uio/ring actions), prereq (host checks).
+"""
+
+from .control import parse_aptpl, render_control_options, render_control_string
+from .errors import (
+    BackstoreNotFound,
+    ConfigfsError,
+    ConflictError,
+    DbRootError,
+    ExecutionError,
+    LedgerError,
+    PrerequisiteError,
+    StateError,
+    TeardownError,
+)
+from .ledger import Ledger
+from .model import (
+    Chap,
+    IscsiTarget,
+    LoopbackTarget,
+    Lun,
+    MappedLun,
+    NodeAcl,
+    Portal,
+    TargetState,
+    UserBackstore,
+)
+from .orchestrate import ApplyReport, apply, preview, teardown
+from .paths import DEFAULT_ROOT
+from .plan import Plan
+from .prereq import HostProbe, check_prerequisites, load_modules
+from .reattach import (
+    BackstoreRef,
+    block_dev,
+    find_uio,
+    find_user_backstore,
+    finish_reattach,
+    prepare_reattach,
+    reset_ring,
+)
+
+__all__ = [
+    "DEFAULT_ROOT",
+    "ApplyReport",
+    "BackstoreNotFound",
+    "BackstoreRef",
+    "Chap",
+    "ConfigfsError",
+    "ConflictError",
+    "DbRootError",
+    "ExecutionError",
+    "HostProbe",
+    "IscsiTarget",
+    "Ledger",
+    "LedgerError",
+    "LoopbackTarget",
+    "Lun",
+    "MappedLun",
+    "NodeAcl",
+    "Plan",
+    "Portal",
+    "PrerequisiteError",
+    "StateError",
+    "TargetState",
+    "TeardownError",
+    "UserBackstore",
+    "apply",
+    "block_dev",
+    "check_prerequisites",
+    "find_uio",
+    "find_user_backstore",
+    "finish_reattach",
+    "load_modules",
+    "parse_aptpl",
+    "prepare_reattach",
+    "preview",
+    "render_control_options",
+    "render_control_string",
+    "reset_ring",
+    "teardown",
+]

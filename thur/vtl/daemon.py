@@ -1,0 +1,226 @@
+"""thurvtld: serves the tape library through LIO + TCMU.
+
+Start: check and load the kernel modules, mint or load the library identity,
+apply the desired configfs state (idempotent), attach one TCMU device per
+logical unit, serve the admin socket.
+
+Stop (SIGTERM/SIGINT): unexport the target so no new commands arrive, finish
+the commands in flight, detach, and remove exactly the kernel objects this
+daemon created.
+
+Detach for upgrade (SIGUSR1): finish the command in flight and exit, leaving
+every kernel object (and so every initiator session) in place. The next start
+finds its backstores, blocks each, resets its ring (commands caught in the gap
+fail back with CHECK CONDITION, to be retried by the initiator, never silently
+replayed), reattaches and unblocks. A kill -9 takes the same path on restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import configfs
+from handlers.tcmu import TcmuDevice
+from thur import systemd
+from thur.admin import AdminServer
+from thur.config import ConfigError, VtlConfig, load_vtl_config
+from thur.library import LibraryIdentity, load_or_mint
+from thur.vtl.topology import LogicalUnit, build_target_state, build_units
+
+log = logging.getLogger("thurvtld")
+DEFAULT_CONFIG = Path("/etc/thurvtl/thurvtl.yaml")
+EXIT_CONFIG = 2
+EXIT_KERNEL = 3
+
+
+class Daemon:
+    """The object graph of one running thurvtld."""
+
+    def __init__(self, config: VtlConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.identity: LibraryIdentity = load_or_mint(config.data_dir, config.library)
+        self.units: list[LogicalUnit] = build_units(config, self.identity)
+        self.state = build_target_state(config, self.units)
+        self.ledger = configfs.Ledger.load(ledger_path(config))
+        self.devices: list[TcmuDevice] = []
+        self.admin: AdminServer | None = None
+        self._stop = threading.Event()
+        self._detach_only = False
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        existing = {u.name for u in self.units if self._find(u.name) is not None}
+        if existing:
+            log.info("found %d backstores from a previous run: reattaching", len(existing))
+
+        def attach(recreated: list[str]) -> None:
+            # Runs after every backstore exists and before any LUN is exported,
+            # so no initiator ever waits on a ring nobody serves.
+            for unit in self.units:
+                self._attach(unit, reattach=unit.name in existing and unit.name not in recreated)
+
+        report = configfs.apply(self.state, self.ledger, on_backstores_ready=attach)
+        for warning in report.warnings:
+            log.warning("configfs: %s", warning)
+        log.info("configfs: %d changes applied", len(report.done))
+        self.admin = AdminServer(self.config.admin_socket, self._verbs(), group="thurvtl")
+        self.admin.start()
+
+    def _attach(self, unit: LogicalUnit, reattach: bool) -> None:
+        ref = self._find(unit.name)
+        if ref is None:
+            raise configfs.BackstoreNotFound(unit.name)
+        if reattach:
+            # Mode 2: fail what was in flight back to the initiator, so a tape
+            # WRITE is retried by the host rather than replayed twice.
+            configfs.prepare_reattach(ref, mode=2)
+        device = TcmuDevice.open(ref.hba, ref.name, unit.engine)
+        device.start()
+        self.devices.append(device)
+        if reattach:
+            configfs.finish_reattach(ref)
+        verb = "reattached" if reattach else "serving"
+        log.info("LUN %d %s: %s (user_%d)", unit.lun, unit.name, verb, ref.hba)
+
+    def _find(self, name: str) -> configfs.BackstoreRef | None:
+        try:
+            return configfs.find_user_backstore(name, ledger=self.ledger)
+        except configfs.BackstoreNotFound:
+            return None
+
+    def serve(self) -> None:
+        systemd.notify("READY=1")
+        log.info(
+            "serving %s on %s: 1 changer, %d drives",
+            self.config.iscsi.target_iqn,
+            ", ".join(str(p) for p in self.config.iscsi.listen),
+            len(self.units) - 1,
+        )
+        while not self._stop.wait(1.0):
+            for device in self.devices:
+                if device.error is not None:
+                    log.error("%s stopped serving: %s", device, device.error)
+        self.shutdown()
+
+    def request_stop(self, detach_only: bool) -> None:
+        self._detach_only = detach_only
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        systemd.notify("STOPPING=1")
+        if self.admin is not None:
+            self.admin.close()
+        if self._detach_only:
+            for device in self.devices:
+                device.close()
+            log.info("detached; kernel objects left in place for the next start")
+            return
+        # Unexport first so initiators see the LUs go away instead of hanging
+        # on a ring nobody serves; then drain and remove the backstores.
+        configfs.teardown(self.ledger, backstores=False)
+        for device in self.devices:
+            device.stop(drain=True)
+            device.close()
+        configfs.teardown(self.ledger)
+        log.info("stopped; kernel objects removed")
+
+    # --- admin verbs -------------------------------------------------------
+
+    def _verbs(self) -> dict[str, Any]:
+        return {"ping": lambda _args: {"pid": os.getpid()}, "library.info": self._info}
+
+    def _info(self, _args: dict[str, Any]) -> dict[str, Any]:
+        lib = self.config.library
+        return {
+            "target_iqn": self.config.iscsi.target_iqn,
+            "chassis_serial": self.identity.chassis_serial,
+            "num_slots": lib.num_slots,
+            "num_mail_slots": lib.num_mail_slots,
+            "num_drives": lib.num_drives,
+            "drives": [
+                {"index": u.lun - 1, "lun": u.lun, "serial": u.engine.identity.serial}
+                for u in self.units[1:]
+            ],
+        }
+
+
+def ledger_path(config: VtlConfig) -> Path:
+    return config.data_dir / "configfs-ledger.json"
+
+
+def teardown_leftovers(config: VtlConfig) -> int:
+    """`thurvtld --teardown`: remove what a crashed daemon left in the kernel."""
+    ledger = configfs.Ledger.load(ledger_path(config))
+    warnings = configfs.teardown(ledger)
+    for warning in warnings:
+        log.warning("%s", warning)
+    log.info("teardown complete")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="thurvtld", description="Thur VTL daemon")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument(
+        "--teardown",
+        action="store_true",
+        help="remove the kernel objects a previous run created, then exit",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_vtl_config(args.config)
+    except ConfigError as exc:
+        print(f"thurvtld: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    problems = configfs.check_prerequisites()
+    if problems:
+        for problem in problems:
+            print(f"thurvtld: {problem}", file=sys.stderr)
+        return EXIT_KERNEL
+    try:
+        configfs.load_modules()
+    except configfs.PrerequisiteError as exc:
+        print(f"thurvtld: {exc}", file=sys.stderr)
+        return EXIT_KERNEL
+    if args.teardown:
+        return teardown_leftovers(config)
+
+    daemon = Daemon(config)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        daemon.request_stop(detach_only=signum == signal.SIGUSR1)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, on_signal)
+    try:
+        daemon.start()
+    except configfs.ConfigfsError as exc:
+        log.error("kernel configuration failed: %s", exc)
+        daemon.request_stop(detach_only=False)
+        daemon.shutdown()
+        return EXIT_KERNEL
+    daemon.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
