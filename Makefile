@@ -29,7 +29,6 @@ $(VENV)/.installed: pyproject.toml
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 
 unit: venv lint
 	$(VENV)/bin/pytest -q tests/unit
