@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_scsi_ssc import FakeMedium
 
 from handlers.scsi import (
     CHECK_CONDITION,
@@ -22,6 +21,7 @@ from handlers.scsi import (
     parse_sense,
     tape_drive_identity,
 )
+from tests.unit.test_scsi_ssc import FakeMedium
 
 SEEDS = [
     bytes([0x00, 0, 0, 0, 0, 0]),

@@ -6,7 +6,6 @@ import struct
 from dataclasses import dataclass
 
 import pytest
-from test_scsi_ssc import FakeMedium
 
 from handlers.scsi import (
     CHECK_CONDITION,
@@ -22,6 +21,7 @@ from handlers.scsi import (
     parse_sense,
     tape_drive_identity,
 )
+from tests.unit.test_scsi_ssc import FakeMedium
 
 
 @dataclass
