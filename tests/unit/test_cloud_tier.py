@@ -93,9 +93,9 @@ def test_upload_in_packs_then_evict_then_ranged_fetch(tmp_path: Path, backend: R
     tier = make(tmp_path, "a", backend, compression=CompressionPolicy(Codec.NONE))
     ids = [tier.put(chunk(i)).chunk_id for i in range(10)]
     report = tier.flush()
-    # 10 x 8 KiB raw chunks, 20 KB packs: 2 chunks per pack, one index file each.
-    assert (report.packs, report.chunks) == (5, 10)
-    assert backend.calls["put:packs"] == 5 and backend.calls["put:index"] == 5
+    # 10 x 8 KiB raw chunks, 20 KB packs: 2 chunks per pack, one index file for all.
+    assert (report.packs, report.chunks, report.index_files) == (5, 10, 1)
+    assert backend.calls["put:packs"] == 5 and backend.calls["put:index"] == 1
     assert tier.store.stats().pinned_bytes == 0
     for cid in ids:
         tier.store.discard(cid)  # as eviction would

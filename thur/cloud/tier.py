@@ -4,15 +4,21 @@ This is what the tape and volume models use: `put(chunk)` and `get(id)`.
 
 Upload path (`flush()`, or the background uploader started with `start()`):
 pinned chunks are read back from the cache, verified, grouped into packs of
-about `pack_target` bytes and uploaded by a pool of worker threads. For each
-pack, in this order: PUT the pack, PUT its index file, add the entries to the
-local index, mark the chunks durable in the cache (only now evictable).
-Chunks the index already knows (uploaded by another machine, or by us before
-a crash) are marked durable without being uploaded again.
+about `pack_target` bytes and uploaded by a pool of worker threads. Index
+files are batched: once `index_batch_packs` packs are durable in the bucket
+(or at `flush()`, or when the cache is short of room), one index file naming
+them is PUT, then the entries go into the local index, then the chunks are
+marked durable in the cache (only now evictable). Until then the chunks of an
+uploaded pack stay pinned, so a crash loses nothing: the packs are found
+again by `sync_index()` or simply uploaded again. Chunks the index already
+knows (uploaded by another machine, or by us before a crash) are marked
+durable without being uploaded again.
 
 Download path (`get()` of a chunk not in the cache): one ranged GET of the
 payload from its pack, decoded and checked against the id before it enters
-the cache. Concurrent readers of one missing chunk share a single GET.
+the cache. Concurrent readers of one missing chunk share a single GET. A pack
+that has vanished (GC, here or on another machine) makes the reader try the
+chunk's other locations, then re-learn the bucket once.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -39,9 +45,9 @@ from thur.pool import (
 )
 
 from .backend import Backend
-from .errors import AlreadyExists
+from .errors import AlreadyExists, NotFound
 from .index import PackIndex, SyncReport, encode_index_file, sync_from_bucket
-from .pack import PackBuilder, pack_key
+from .pack import PackBuilder, PackEntry, pack_key
 from .retry import RetryPolicy
 
 T = TypeVar("T")
@@ -56,6 +62,8 @@ def default_workers() -> int:
 @dataclass(frozen=True, slots=True)
 class TierConfig:
     pack_target: int = 16 * MiB
+    # One index file per this many packs: 64 pack PUTs + 8 index PUTs per GiB.
+    index_batch_packs: int = 8
     workers: int = field(default_factory=default_workers)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     verify_before_upload: bool = True  # never make a corrupt cache file durable
@@ -65,6 +73,7 @@ class TierConfig:
 @dataclass(slots=True)
 class UploadReport:
     packs: int = 0
+    index_files: int = 0
     chunks: int = 0
     bytes: int = 0
     already_indexed: int = 0
@@ -91,9 +100,10 @@ class TieredPool:
         self._executor = ThreadPoolExecutor(self.config.workers, thread_name_prefix="thur-io")
         self._lock = threading.Lock()
         self._fetching: dict[bytes, Future[bytes]] = {}
-        self._uploading: set[bytes] = set()
+        self._uploading: dict[bytes, int] = {}  # chunk id -> stored bytes, until indexed
+        self._unindexed: list[list[PackEntry]] = []  # uploaded packs awaiting an index file
         self._corrupt: set[bytes] = set()  # pinned chunks that failed verification
-        self._flush_lock = threading.Lock()
+        self._flush_lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,9 +114,18 @@ class TieredPool:
     def put(self, data: bytes | bytearray | memoryview) -> PutResult:
         """Store one chunk. A chunk the backend already has is not stored again."""
         cid = chunk_id(data)
+        self.store.guard.note((cid,))  # before the dedup check: see thur/pool/gc.py
         if not self.store.contains(cid) and cid in self.index:
             return PutResult(cid, len(data), 0, False)
         return self.store.put(data)
+
+    def retain(self, ids: Iterable[bytes]) -> None:
+        """Declare references made without `put()` (copying a cartridge).
+
+        Call it *before* the new owner's references become visible and the
+        old owner's may go: a GC run in progress then keeps these chunks.
+        """
+        self.store.guard.note(ids)
 
     def get(self, cid: bytes) -> bytes:
         """Verified plaintext of a chunk, from the cache or the backend."""
@@ -156,9 +175,17 @@ class TieredPool:
                 del self._fetching[cid]
 
     def _fetch(self, cid: bytes) -> bytes:
-        entry = self.index.lookup(cid)
-        if entry is None:
-            raise ChunkMissing(cid)
+        for attempt in range(2):
+            for entry in self.index.locations(cid):
+                try:
+                    return self._fetch_from(cid, entry)
+                except NotFound:
+                    log.info("%s: pack %s is gone", cid.hex(), entry.pack_id.hex())
+            if attempt == 0 and self.index.locations(cid):
+                self.sync_index()  # forgets vanished packs, learns their replacements
+        raise ChunkMissing(cid)
+
+    def _fetch_from(self, cid: bytes, entry: PackEntry) -> bytes:
         key = pack_key(entry.pack_id)
         payload = self._call(lambda: self.backend.get(key, entry.offset, entry.length), key)
         if len(payload) != entry.length:
@@ -166,30 +193,53 @@ class TieredPool:
         plain = self.store.compressor.decompress(cid, entry.codec, payload, entry.plain_len)
         if chunk_id(plain) != cid:
             raise ChunkCorrupt(cid, f"bytes from {key} do not hash to the id")
-        # A cache full of pinned data must not stall a reader: serve it uncached.
-        with contextlib.suppress(BackpressureTimeout):
-            self.store.put_encoded(
-                cid, Encoded(entry.codec, entry.plain_len, payload), durable=True, max_wait=0.0
-            )
+        # Cache it as durable only if the pack is still indexed, atomically
+        # with respect to a GC commit: a dead chunk must never re-enter the
+        # cache as "durable" just as its last bucket copy goes away.
+        with self.store.guard.locked():
+            if entry in self.index.locations(cid):
+                # A cache full of pinned data must not stall a reader: serve it uncached.
+                with contextlib.suppress(BackpressureTimeout):
+                    self.store.put_encoded(
+                        cid,
+                        Encoded(entry.codec, entry.plain_len, payload),
+                        durable=True,
+                        max_wait=0.0,
+                    )
         return plain
 
     # ---- uploads ----------------------------------------------------------
 
     def flush(self) -> UploadReport:
-        """Upload every pinned chunk now; returns when all are durable (or failed)."""
+        """Upload and index every pinned chunk now; returns when all are durable (or failed)."""
+        return self._flush(seal=True)
+
+    @contextlib.contextmanager
+    def uploads_paused(self) -> Iterator[None]:
+        """No pack is uploaded or indexed inside this block (GC snapshots here)."""
+        with self._flush_lock:
+            yield
+
+    def _flush(self, *, seal: bool) -> UploadReport:
         with self._flush_lock:
             report = UploadReport()
-            groups = self._plan(report)
+            groups = self._plan(report, seal=seal)
             futures = [self._executor.submit(self._upload_pack, g, report) for g in groups]
             wait(futures)
             errors = [f.exception() for f in futures if f.exception() is not None]
+            # Index whatever reached the bucket even if some packs failed.
+            self._write_index(report, seal=seal)
             if errors:
                 raise errors[0]  # type: ignore[misc]
             return report
 
-    def _plan(self, report: UploadReport) -> list[list[bytes]]:
-        groups: list[list[bytes]] = []
-        current: list[bytes] = []
+    def _held_bytes(self) -> int:
+        with self._lock:
+            return sum(self._uploading.values())
+
+    def _plan(self, report: UploadReport, *, seal: bool) -> list[list[tuple[bytes, int]]]:
+        groups: list[list[tuple[bytes, int]]] = []
+        current: list[tuple[bytes, int]] = []
         size = 0
         known: list[bytes] = []
         for cid, stored in self.store.pending():
@@ -201,9 +251,12 @@ class TieredPool:
             if current and size + stored > self.config.pack_target:
                 groups.append(current)
                 current, size = [], 0
-            current.append(cid)
+            current.append((cid, stored))
             size += stored
-        if current:
+        # Unless sealing, a partial pack waits for more chunks: shipping it
+        # would double the PUTs of a steady stream.
+        ship_at = min(self.config.pack_target // 2, self.store.budget // 4)
+        if current and (seal or size >= ship_at):
             groups.append(current)
         if known:
             self.store.mark_durable(known)
@@ -213,10 +266,11 @@ class TieredPool:
                 self._uploading.update(g)
         return groups
 
-    def _upload_pack(self, group: list[bytes], report: UploadReport) -> None:
+    def _upload_pack(self, group: list[tuple[bytes, int]], report: UploadReport) -> None:
+        entries: list[PackEntry] = []
         try:
             builder = PackBuilder()
-            for cid in group:
+            for cid, _stored in group:
                 try:
                     enc = self.store.read_encoded(cid)
                     if self.config.verify_before_upload:
@@ -225,7 +279,9 @@ class TieredPool:
                         )
                         if chunk_id(plain) != cid:
                             raise ChunkCorrupt(cid, "BLAKE3 mismatch before upload")
-                except (ChunkCorrupt, ChunkMissing) as e:
+                except ChunkMissing:
+                    continue  # swept by GC since it was planned: nothing to upload
+                except ChunkCorrupt as e:
                     log.error("not uploading %s: %s", cid.hex(), e)
                     with self._lock:
                         self._corrupt.add(cid)
@@ -234,23 +290,57 @@ class TieredPool:
                 builder.add(cid, enc)
             if not len(builder):
                 return
-            pack_id, data, entries = builder.finish()
+            pack_id, data, built = builder.finish()
             key = pack_key(pack_id)
-            self._call(lambda: self._put_once(key, data), key)
-            ix_key, ix_data = encode_index_file(entries)
-            self._call(lambda: self._put_once(ix_key, ix_data), ix_key)
-            self.index.add(entries, ix_key)
-            self.store.mark_durable(e.chunk_id for e in entries)
+            self._call(lambda: self.put_once(key, data), key)
+            entries = built
             with self._lock:
+                self._unindexed.append(entries)
                 report.packs += 1
                 report.chunks += len(entries)
                 report.bytes += len(data)
         finally:
+            # Chunks of an uploaded pack stay held until their index file is
+            # written; the others go back to the queue.
+            kept = {e.chunk_id for e in entries}
             with self._lock:
-                self._uploading.difference_update(group)
+                for cid, _stored in group:
+                    if cid not in kept:
+                        self._uploading.pop(cid, None)
 
-    def _put_once(self, key: str, data: bytes) -> None:
-        # Keys are content hashes: if it is already there, it is this content.
+    def _write_index(self, report: UploadReport, *, seal: bool) -> None:
+        """Index uploaded packs, `index_batch_packs` per file; then local state.
+
+        Full batches only, unless sealing or the held chunks crowd the cache
+        (they cannot be evicted, and writers must not stall on a filling batch).
+        """
+        per_file = self.config.index_batch_packs
+        while True:
+            with self._lock:
+                n = len(self._unindexed)
+            short = self._held_bytes() >= self.store.budget // 4
+            if n == 0 or (n < per_file and not seal and not short):
+                return
+            with self._lock:
+                batch = self._unindexed[:per_file]
+                del self._unindexed[:per_file]
+            entries = [e for pack in batch for e in pack]
+            try:
+                ix_key, ix_data = encode_index_file(entries)
+                self._call(lambda k=ix_key, d=ix_data: self.put_once(k, d), ix_key)
+                self.index.add(entries, ix_key)
+                self.store.mark_durable(e.chunk_id for e in entries)
+            except BaseException:
+                with self._lock:
+                    self._unindexed[:0] = batch  # retried by the next flush
+                raise
+            with self._lock:
+                for e in entries:
+                    self._uploading.pop(e.chunk_id, None)
+                report.index_files += 1
+
+    def put_once(self, key: str, data: bytes) -> None:
+        """PUT a content-named object; one already there holds these bytes."""
         with contextlib.suppress(AlreadyExists):
             self.backend.put(key, data, if_absent=True)
 
@@ -275,13 +365,16 @@ class TieredPool:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            pinned = self.store.stats().pinned_bytes
+            held = self._held_bytes()  # in uploaded packs, waiting for their index file
+            waiting = self.store.stats().pinned_bytes - held
             # A small cache must not wait for a full pack: writers would stall.
             threshold = min(self.config.pack_target, self.store.budget // 4)
-            if pinned == 0 or (woke and pinned < threshold):
+            if woke and waiting < threshold:
                 continue  # let a pack fill up; the idle timeout ships the rest
+            if not woke and waiting <= 0 and held == 0:
+                continue
             try:
-                self.flush()
+                self._flush(seal=not woke)  # idle: index everything now
             except Exception as e:
                 log.error("background upload failed: %s", e)
                 self._stop.wait(self.config.retry.initial)

@@ -9,6 +9,8 @@ Public API (other packages import only these names):
 - `LocalStore`, `PoolConfig`, `PutResult`, `PoolStats`, `Recovery` — the cache.
 - `Encoded` — a chunk as stored (codec, plaintext length, payload).
 - `Clock`, `SystemClock`, `ManualClock` — injected time (the last for tests).
+- `ChunkOwner` (Protocol), `MarkSet`, `RefGuard`, `LocalSweep`, `sweep_local` —
+  liveness and the local half of GC (`thur.cloud.GarbageCollector` runs it).
 - Errors: `PoolError`, `ChunkCorrupt`, `ChunkMissing`, `BackpressureTimeout`,
   `PoolStateError`.
 """
@@ -19,13 +21,16 @@ from .chunkid import CHUNK_ID_LEN, chunk_id, parse_chunk_id
 from .clock import Clock, ManualClock, SystemClock
 from .codec import Codec, CompressionPolicy, Compressor
 from .errors import BackpressureTimeout, ChunkCorrupt, ChunkMissing, PoolError, PoolStateError
-from .store import LocalStore, PoolConfig, PoolStats, PutResult, Recovery
+from .gc import ChunkOwner, LocalSweep, MarkSet, RefGuard, sweep_local
+from .recovery import Recovery
+from .store import LocalStore, PoolConfig, PoolStats, PutResult
 
 __all__ = [
     "CHUNK_ID_LEN",
     "BackpressureTimeout",
     "ChunkCorrupt",
     "ChunkMissing",
+    "ChunkOwner",
     "ChunkerParams",
     "Clock",
     "Codec",
@@ -33,16 +38,20 @@ __all__ = [
     "Compressor",
     "Encoded",
     "FixedChunker",
+    "LocalSweep",
     "LocalStore",
     "ManualClock",
+    "MarkSet",
     "PoolConfig",
     "PoolError",
     "PoolStateError",
     "PoolStats",
     "PutResult",
     "Recovery",
+    "RefGuard",
     "StreamChunker",
     "SystemClock",
     "chunk_id",
     "parse_chunk_id",
+    "sweep_local",
 ]

@@ -46,7 +46,9 @@ from .chunkid import chunk_id
 from .clock import Clock, SystemClock
 from .codec import CompressionPolicy, Compressor
 from .errors import BackpressureTimeout, ChunkCorrupt, ChunkMissing
+from .gc import RefGuard
 from .layout import ChunkFiles
+from .recovery import recover
 
 GiB = 1 << 30
 
@@ -100,16 +102,6 @@ class PoolStats:
     pinned_bytes: int
 
 
-@dataclass(slots=True)
-class Recovery:
-    """What opening the pool had to repair."""
-
-    tmp_removed: int = 0
-    orphans_swept: int = 0
-    durable_rows_dropped: int = 0
-    lost_pinned: list[bytes] = field(default_factory=list)
-
-
 def _statvfs_free(path: Path) -> Callable[[], int]:
     def free() -> int:
         st = os.statvfs(path)
@@ -136,6 +128,7 @@ class LocalStore:
         self._disk_free = disk_free or _statvfs_free(self.root)
         self._cond = threading.Condition()
         self._listeners: list[Callable[[], None]] = []
+        self.guard = RefGuard()  # what a running GC must not sweep (see gc.py)
         self._db = sqlite3.connect(
             self.root / "pool.sqlite", check_same_thread=False, isolation_level=None
         )
@@ -145,7 +138,7 @@ class LocalStore:
         self._db.execute(
             "INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (_SCHEMA_VERSION,)
         )
-        self.recovery = self._recover()
+        self.recovery = recover(self._files, self._db)
         self._sizes: dict[bytes, int] = {}
         self._lru: OrderedDict[bytes, None] = OrderedDict()  # durable chunks only
         self._used = 0
@@ -174,6 +167,7 @@ class LocalStore:
         BackpressureTimeout.
         """
         cid = chunk_id(data)
+        self.guard.note((cid,))  # before the dedup check: see gc.py
         with self._cond:
             if cid in self._sizes:
                 self._touch(cid)
@@ -295,6 +289,36 @@ class LocalStore:
                 self._remove([cid])
                 self._cond.notify_all()
 
+    def discard_many(self, ids: Iterable[bytes]) -> tuple[int, int]:
+        """GC: drop these chunks (one transaction); returns (chunks, bytes) freed."""
+        with self._cond:
+            todo = [c for c in dict.fromkeys(ids) if c in self._sizes and c not in self._writing]
+            freed = sum(self._sizes[c] for c in todo)
+            if todo:
+                self._remove(todo)
+                self._cond.notify_all()
+        return len(todo), freed
+
+    def scan(self, batch: int) -> Iterable[list[tuple[bytes, int, int]]]:
+        """Every chunk as (id, file size, seq), a page of `batch` rows at a time."""
+        after = b""
+        while True:
+            with self._cond:
+                rows = self._db.execute(
+                    "SELECT id, size, seq FROM chunks WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, batch),
+                ).fetchall()
+            if not rows:
+                return
+            yield [(bytes(r[0]), r[1], r[2]) for r in rows]
+            after = bytes(rows[-1][0])
+
+    @property
+    def seq(self) -> int:
+        """The write-order counter: rows with a larger seq were written or unpinned later."""
+        with self._cond:
+            return self._seq
+
     def add_listener(self, notify: Callable[[], None]) -> None:
         """Call `notify()` (outside the pool's lock) after each new pinned chunk."""
         with self._cond:
@@ -386,24 +410,3 @@ class LocalStore:
     def _touch(self, cid: bytes) -> None:
         if cid in self._lru:
             self._lru.move_to_end(cid)
-
-    # ---- files ------------------------------------------------------------
-
-    def _recover(self) -> Recovery:
-        rec = Recovery(tmp_removed=self._files.clear_tmp())
-        on_disk, rec.orphans_swept = self._files.scan()
-        rows = {bytes(r[0]): r[1] for r in self._db.execute("SELECT id, durable FROM chunks")}
-        for cid in on_disk - rows.keys():
-            self._files.unlink(cid)
-            rec.orphans_swept += 1
-        missing = rows.keys() - on_disk
-        if missing:
-            self._db.execute("BEGIN")
-            for cid in missing:
-                self._db.execute("DELETE FROM chunks WHERE id = ?", (cid,))
-                if rows[cid]:
-                    rec.durable_rows_dropped += 1
-                else:
-                    rec.lost_pinned.append(cid)
-            self._db.execute("COMMIT")
-        return rec

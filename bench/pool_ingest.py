@@ -1,0 +1,369 @@
+"""Ingest benchmark: Thur's chunk pool vs the raw ceiling, restic and borg.
+
+    .venv/bin/python bench/pool_ingest.py [--seed 1] [--scale 1.0] [--generations 6]
+                                           [--work DIR] [--skip restic,borg]
+
+Generates a deterministic backup-like dataset (seeded): a file tree of text,
+binaries and already-compressed data, then `generations - 1` more versions of
+it with small edits, insertions, appends, deletions and new files. Each
+generation is written to disk once; every contender then ingests the same
+files, each in its own subprocess, whose peak RSS is taken from `wait4`:
+
+- thur:  a tape stream (tar-like: 512-byte headers, 256 KiB records, one
+         filemark per generation) through StreamChunker → TieredPool.put with
+         the background uploader, then flush(): everything durable in a
+         `local` backend bucket (fsync on, zstd level 3, 16 MiB packs);
+- raw:   the same stream, FastCDC + BLAKE3 + zstd level 3 of each *new* chunk
+         in one tight loop, nothing written (the ceiling for one core);
+- restic backup --compression auto, borg create --compression zstd,3 with
+         ~1 MiB chunks; one snapshot per generation, local repositories.
+
+Ratios: dedup = logical / unique plaintext; compression = unique plaintext /
+stored bytes. "PUTs/GiB" counts objects written per GiB stored (for restic
+and borg: files in the repository, their equivalent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MiB = 1 << 20
+GiB = 1 << 30
+RECORD = 256 << 10  # tape block size used for the stream
+HEADER = 512
+
+# ---- dataset ------------------------------------------------------------------
+
+# Byte translation tables turn random bytes into text-like and binary-like data
+# at C speed: letters with English-like frequencies, and a small-alphabet
+# "machine code" with runs of zeros.
+_TEXT = (
+    b"eeeeeeeeeeeetttttttttaaaaaaaaoooooooiiiiiiinnnnnnnsssssshhhhhhrrrrrrddddllll"
+    b"ccccuuuummmwwwffggyyppbbvkjxqz          \n\n,,..EETTAAOO0123456789"
+)
+TEXT_TABLE = bytes(_TEXT[i % len(_TEXT)] for i in range(256))
+BIN_TABLE = bytes((i % 24) if i % 3 else 0 for i in range(256))
+
+
+def _content(rnd: random.Random, kind: str, size: int) -> bytes:
+    raw = rnd.randbytes(size)
+    if kind == "text":
+        return raw.translate(TEXT_TABLE)
+    if kind == "bin":
+        return raw.translate(BIN_TABLE)
+    return raw  # already compressed: incompressible
+
+
+def _new_file(rnd: random.Random) -> tuple[str, bytes]:
+    kind = rnd.choices(["text", "bin", "comp"], [45, 30, 25])[0]
+    size = int(min(24 * MiB, max(2048, rnd.lognormvariate(12.5, 1.6))))
+    return f"{kind}/{rnd.getrandbits(48):012x}.{kind}", _content(rnd, kind, size)
+
+
+def _mutate(rnd: random.Random, tree: dict[str, bytes], base_size: int) -> None:
+    for name in sorted(tree):
+        r = rnd.random()
+        data = tree[name]
+        # About 7 % of files change per generation, 2 % of bytes are new:
+        # a busy day for an incremental backup, a quiet one for a tape.
+        if r < 0.01:
+            del tree[name]
+        elif r < 0.04:  # small in-place edits
+            b = bytearray(data)
+            for _ in range(rnd.randint(1, 8)):
+                at = rnd.randrange(len(b))
+                patch = rnd.randbytes(rnd.randint(1, 64))
+                b[at : at + len(patch)] = patch
+            tree[name] = bytes(b[: len(data)])
+        elif r < 0.055:  # insertions shift everything after them
+            kind = name.rsplit(".", 1)[1]
+            for _ in range(rnd.randint(1, 4)):
+                at = rnd.randrange(len(data))
+                data = data[:at] + _content(rnd, kind, rnd.randint(100, 4096)) + data[at:]
+            tree[name] = data
+        elif r < 0.07:  # appends (logs)
+            tree[name] = data + _content(rnd, "text", rnd.randint(1000, 200_000))
+    added = 0
+    while added < base_size * 0.02:
+        name, data = _new_file(rnd)
+        tree[name] = data
+        added += len(data)
+
+
+def make_dataset(root: Path, seed: int, scale: float, generations: int) -> int:
+    """Write generation directories gen0..genN under root; return logical stream bytes."""
+    rnd = random.Random(seed)
+    tree: dict[str, bytes] = {}
+    target = int(384 * MiB * scale)
+    while sum(map(len, tree.values())) < target:
+        name, data = _new_file(rnd)
+        tree[name] = data
+    base = sum(map(len, tree.values()))
+    logical = 0
+    for g in range(generations):
+        if g:
+            _mutate(rnd, tree, base)
+        gdir = root / f"gen{g}"
+        for name in sorted(tree):
+            path = gdir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(tree[name])
+            logical += HEADER + len(tree[name]) + (-len(tree[name]) % HEADER)
+    return logical
+
+
+def stream(gdir: Path):  # noqa: ANN201 - generator of records
+    """The generation as a tar-like tape stream, in RECORD-sized records."""
+    buf = bytearray()
+    for path in sorted(p for p in gdir.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        head = f"{path.relative_to(gdir)}\0{len(data)}".encode().ljust(HEADER, b"\0")
+        buf += head
+        buf += data
+        buf += b"\0" * (-len(data) % HEADER)
+        while len(buf) >= RECORD:
+            yield bytes(buf[:RECORD])
+            del buf[:RECORD]
+    if buf:
+        yield bytes(buf)
+
+
+# ---- contenders (each runs in its own subprocess: `--child NAME`) ------------
+
+
+def child_thur(work: Path, gens: list[Path]) -> dict:
+    from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool
+    from thur.pool import CompressionPolicy, LocalStore, PoolConfig, StreamChunker
+
+    class Counting(LocalBackend):
+        puts = 0
+
+        def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+            Counting.puts += 1
+            super().put(key, data, if_absent=if_absent)
+
+    (work / "bucket").mkdir()
+    store = LocalStore(
+        PoolConfig(
+            work / "pool",
+            budget_bytes=2 * GiB,
+            disk_free_floor=GiB,
+            compression=CompressionPolicy(zstd_level=3),
+        )
+    )
+    tier = TieredPool(
+        store, Counting(work / "bucket"), PackIndex(work / "pool" / "index.sqlite"), TierConfig()
+    )
+    tier.start()
+    unique = 0
+    t0 = time.perf_counter()
+    for g in gens:
+        chunker = StreamChunker()
+        for record in stream(g):
+            for chunk in chunker.feed(record):
+                r = tier.put(chunk)
+                unique += r.plain_len if r.new else 0
+        for chunk in chunker.finish():
+            r = tier.put(chunk)
+            unique += r.plain_len if r.new else 0
+    tier.flush()
+    seconds = time.perf_counter() - t0
+    tier.close()
+    stored = sum(p.stat().st_size for p in (work / "bucket").rglob("*") if p.is_file())
+    return {"seconds": seconds, "unique": unique, "stored": stored, "puts": Counting.puts}
+
+
+def child_raw(work: Path, gens: list[Path]) -> dict:
+    import zstandard
+    from blake3 import blake3
+
+    from thur.pool import StreamChunker
+
+    zc = zstandard.ZstdCompressor(level=3)
+    seen: set[bytes] = set()
+    unique = stored = 0
+    t0 = time.perf_counter()
+    for g in gens:
+        chunker = StreamChunker()
+        for record in stream(g):
+            for chunk in chunker.feed(record):
+                cid = blake3(chunk, max_threads=blake3.AUTO).digest()
+                if cid not in seen:
+                    seen.add(cid)
+                    unique += len(chunk)
+                    stored += min(len(chunk), len(zc.compress(chunk)))
+        for chunk in chunker.finish():
+            cid = blake3(chunk).digest()
+            if cid not in seen:
+                seen.add(cid)
+                unique += len(chunk)
+                stored += min(len(chunk), len(zc.compress(chunk)))
+    return {"seconds": time.perf_counter() - t0, "unique": unique, "stored": stored, "puts": 0}
+
+
+CHILDREN = {"thur": child_thur, "raw": child_raw}
+
+
+# ---- measuring ----------------------------------------------------------------
+
+
+def _wait(
+    cmd: list[str],
+    env: dict | None = None,
+    stdout: int = subprocess.DEVNULL,
+    cwd: Path | None = None,
+) -> tuple[bytes, int]:
+    # restic and borg record paths: each generation is backed up from inside
+    # its directory as ".", so every snapshot has the same layout (as a tape).
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE, cwd=cwd)
+    out = proc.stdout.read() if proc.stdout else b""
+    err = proc.stderr.read() if proc.stderr else b""
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return out, usage.ru_maxrss * 1024  # ru_maxrss is KiB on Linux
+
+
+def run_python(name: str, work: Path, data: Path) -> dict:
+    out, rss = _wait(
+        [sys.executable, __file__, "--child", name, "--work", str(work), "--data", str(data)],
+        stdout=subprocess.PIPE,
+    )
+    res = json.loads(out)
+    res["rss"] = rss
+    return res
+
+
+def _repo_stats(repo: Path) -> tuple[int, int]:
+    files = [p for p in repo.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files), len(files)
+
+
+def run_restic(work: Path, gens: list[Path]) -> dict:
+    repo = work / "restic"
+    env = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=str(repo))
+    _wait(["restic", "init", "--repository-version", "2"], env)
+    t0 = time.perf_counter()
+    rss = 0
+    for g in gens:
+        _out, r = _wait(["restic", "backup", "--compression", "auto", "-q", "."], env, cwd=g)
+        rss = max(rss, r)
+    return _peer_result(repo, t0, rss)
+
+
+def run_borg(work: Path, gens: list[Path]) -> dict:
+    repo = work / "borg"
+    env = dict(os.environ, BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes")
+    _wait(["borg", "init", "-e", "none", str(repo)], env)
+    t0 = time.perf_counter()
+    rss = 0
+    for i, g in enumerate(gens):
+        _out, r = _wait(
+            [
+                "borg",
+                "create",
+                "--compression",
+                "zstd,3",
+                "--chunker-params",
+                "buzhash,18,22,20,4095",
+                f"{repo}::gen{i}",
+                ".",
+            ],
+            env,
+            cwd=g,
+        )
+        rss = max(rss, r)
+    return _peer_result(repo, t0, rss)
+
+
+def _peer_result(repo: Path, t0: float, rss: int) -> dict:
+    seconds = time.perf_counter() - t0
+    stored, objects = _repo_stats(repo)
+    return {"seconds": seconds, "unique": None, "stored": stored, "puts": objects, "rss": rss}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--generations", type=int, default=6)
+    ap.add_argument("--work", type=Path)
+    ap.add_argument("--skip", default="")
+    ap.add_argument("--child")
+    ap.add_argument("--data", type=Path)
+    args = ap.parse_args()
+    if args.child == "gen":  # in its own process, so its memory never inflates a fork
+        print(make_dataset(args.data, args.seed, args.scale, args.generations))
+        return
+    if args.child:
+        gens = sorted(args.data.glob("gen*"), key=lambda p: int(p.name[3:]))
+        print(json.dumps(CHILDREN[args.child](args.work, gens)))
+        return
+
+    root = Path(tempfile.mkdtemp(prefix="thur-bench-", dir=args.work))
+    try:
+        data = root / "data"
+        t = time.perf_counter()
+        out, _rss = _wait(
+            [sys.executable, __file__, "--child", "gen", "--data", str(data)]
+            + ["--seed", str(args.seed), "--scale", str(args.scale)]
+            + ["--generations", str(args.generations)],
+            stdout=subprocess.PIPE,
+        )
+        logical = int(out)
+        gens = sorted(data.glob("gen*"), key=lambda p: int(p.name[3:]))
+        print(
+            f"dataset: {logical / GiB:.2f} GiB logical, {len(gens)} generations, "
+            f"seed {args.seed} ({time.perf_counter() - t:.0f} s to generate)",
+            file=sys.stderr,
+        )
+        results: dict[str, dict] = {}
+        skip = set(args.skip.split(","))
+        for name in ("raw", "thur"):
+            (root / name).mkdir()
+            results[name] = run_python(name, root / name, data)
+        for name, fn in (("restic", run_restic), ("borg", run_borg)):
+            if name in skip or shutil.which(name) is None:
+                continue
+            (root / name).mkdir()
+            results[name] = fn(root / name, gens)
+        print(table(results, logical))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def table(results: dict[str, dict], logical: int) -> str:
+    raw = results["raw"]
+    lines = [
+        "| contender | MB/s | × raw | dedup | compression | stored MiB | PUTs/GiB stored "
+        "| peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        mbps = logical / r["seconds"] / 1e6
+        unique = r["unique"] or raw["unique"]
+        dedup = logical / unique
+        comp = f"{unique / r['stored']:.2f}" if r["unique"] else "—"
+        if not r["unique"]:  # peers: overall ratio only
+            comp = f"({logical / r['stored']:.2f} overall)"
+        puts = r["puts"] / (r["stored"] / GiB) if r["puts"] else 0
+        lines.append(
+            f"| {name} | {mbps:.0f} | {mbps / (logical / raw['seconds'] / 1e6):.2f} "
+            f"| {dedup:.2f} | {comp} | {r['stored'] / MiB:.0f} | {puts:.0f} "
+            f"| {r['rss'] / MiB:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
