@@ -29,3 +29,19 @@ class AlreadyExists(BackendError):
     def __init__(self, key: str) -> None:
         super().__init__(f"object {key!r} already exists")
         self.key = key
+
+
+# The three permanent failures an operator fixes in different places (the key,
+# the bucket, the policy), so `check` can tell them which one to look at.
+
+
+class CredentialsRejected(BackendPermanent):
+    """The service refused the credentials (unknown key, bad secret, expired token), or none."""
+
+
+class BucketMissing(BackendPermanent):
+    """The bucket (Azure: container) does not exist."""
+
+
+class PermissionDenied(BackendPermanent):
+    """The credentials are valid but not allowed this operation on this bucket."""
