@@ -8,9 +8,9 @@ HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 E2E_TIMEOUT ?= 3000
 
-.PHONY: test unit e2e demo vm host-deps venv lint clean
+.PHONY: test unit integration e2e demo vm host-deps venv lint clean
 
-test: unit e2e
+test: unit integration e2e
 
 host-deps:
 	@missing=$$(for p in $(HOST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -19,6 +19,9 @@ host-deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# Azurite (the Azure test server) runs on Node.js; use the machine's if it has one.
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -33,6 +36,11 @@ lint: venv
 unit: venv lint
 	$(VENV)/bin/pytest -q tests/unit
 
+# Real object-store servers on 127.0.0.1 (SeaweedFS, fake-gcs-server, Azurite).
+integration: venv host-deps
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" tests/integration/install-servers.sh
+	$(VENV)/bin/pytest -q tests/integration
+
 vm: host-deps
 	vagrant/vm build
 
@@ -44,4 +52,4 @@ demo: host-deps
 	vagrant/vm demo
 
 clean:
-	rm -rf $(VENV) .vm
+	rm -rf $(VENV) .vm .cache

@@ -10,7 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .backend import Backend
-from .errors import BackendError, BackendPermanent, BackendTransient, NotFound
+from .errors import (
+    BackendError,
+    BackendPermanent,
+    BackendTransient,
+    BucketMissing,
+    CredentialsRejected,
+    NotFound,
+    PermissionDenied,
+)
 
 PROBE_PREFIX = "check/"
 
@@ -37,7 +45,24 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _explain(e: BaseException) -> str:
+_VERB = {
+    "list": "list objects in",
+    "write": "write objects to",
+    "read": "read objects from",
+    "delete": "delete objects from",
+}
+
+
+def _explain(e: BaseException, step: str, where: str) -> str:
+    # The typed permanent errors each point at a different fix: the key, the
+    # bucket's name, or the policy attached to the key.
+    if isinstance(e, CredentialsRejected):
+        return f"credentials rejected: check the key / secret / token configured ({e})"
+    if isinstance(e, BucketMissing):
+        return f"bucket missing: create it, or fix its name in the configuration ({e})"
+    if isinstance(e, PermissionDenied):
+        verb = _VERB.get(step, step)
+        return f"permission denied: these credentials may not {verb} {where} ({e})"
     if isinstance(e, BackendPermanent):
         return f"permanent error (credentials, permissions or missing bucket?): {e}"
     if isinstance(e, BackendTransient):
@@ -58,7 +83,7 @@ def check(backend: Backend, *, token: Callable[[], str] | None = None) -> CheckR
             report.steps.append(CheckStep(name, True, fn()))
             return True
         except (BackendError, OSError, ValueError) as e:
-            report.steps.append(CheckStep(name, False, _explain(e)))
+            report.steps.append(CheckStep(name, False, _explain(e, name, backend.name)))
             return False
 
     def do_list() -> str:
@@ -84,6 +109,10 @@ def check(backend: Backend, *, token: Callable[[], str] | None = None) -> CheckR
             backend.head(key)
         except NotFound:
             return "deleted, and the object is gone"
+        except PermissionDenied:
+            # The delete itself worked; the missing read right is the read
+            # step's failure, not this one's.
+            return "deleted (not confirmed: these credentials may not read)"
         raise ValueError("object still present after delete")
 
     if step("list", do_list) and step("write", do_put):
