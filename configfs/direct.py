@@ -214,6 +214,14 @@ def foreign_children(kind: Kind, path: Path) -> list[str]:
 
 # -- db_root -----------------------------------------------------------------------------
 
+
+def dbroot_value(path: Path | str) -> str:
+    """What to write into target/dbroot. The newline matters: the kernel's store
+    strncpy()s only the bytes written into its buffer, and copies the terminator only
+    when a trailing newline was replaced by it. Without one, a shorter path keeps the
+    tail of the previous value ('/tmp/d/lio' over '/etc/target' reads '/tmp/d/liot')."""
+    return f"{path}\n"
+
 @dataclass(frozen=True, slots=True)
 class DbRootResult:
     previous: str | None = None  # set when we changed it (teardown restores it)
@@ -237,7 +245,7 @@ def ensure_db_root(fs: KernelFs, paths: ConfigfsPaths, db_root: Path,
     if current and os.path.normpath(current) == os.path.normpath(db_root):
         return DbRootResult()
     try:
-        fs.write(paths.dbroot, str(db_root))
+        fs.write(paths.dbroot, dbroot_value(db_root))
     except OSError as exc:
         devices = sorted(f"{d.parent.name}/{d.name}" for d in paths.core.glob("*_*/*")
                          if d.is_dir())
@@ -259,7 +267,7 @@ def restore_db_root(fs: KernelFs, paths: ConfigfsPaths, previous: str,
         current = fs.read(paths.dbroot).strip()
         if os.path.normpath(current) != os.path.normpath(ours):
             return None  # someone else changed it since; leave theirs alone
-        fs.write(paths.dbroot, previous)
+        fs.write(paths.dbroot, dbroot_value(previous))
     except OSError as exc:
         return f"could not restore LIO db_root to {previous!r}: {exc.strerror or exc}"
     return None

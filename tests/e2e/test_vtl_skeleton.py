@@ -7,6 +7,8 @@ backup admin's tools see.
 from __future__ import annotations
 
 import signal
+import subprocess
+import time
 from collections.abc import Callable
 
 from tests.e2e import kit
@@ -115,3 +117,33 @@ def test_upgrade_restart_leaves_kernel_objects(vtl: Callable[..., kit.Daemon]) -
     daemon.start()
     kit.sh(f"mtx -f {_changer_sg(devs)} status")
     assert kit.session_ids() == sessions
+
+
+def test_command_caught_in_the_gap_fails_back(vtl: Callable[..., kit.Daemon]) -> None:
+    """A command sent while no handler serves the ring must neither hang nor be
+    replayed later: the reattach resets the ring and fails it back (CHECK CONDITION)."""
+    daemon = vtl().start()
+    kit.discover()
+    kit.login(IQN)
+    devs = _attached(2)
+    tape_sg = next(d.sg for d in devs if d.kind == "tape")
+    # TEST UNIT READY through sg_raw (trixie's sg_turs 1.48 sends no CDB at all).
+    tur = f"sg_raw {tape_sg} 00 00 00 00 00 00"
+    kit.sh(tur, check=False)  # consume the power-on unit attention
+    daemon.kill9()
+    # This TEST UNIT READY waits in the ring: nobody serves it until the restart.
+    caught = subprocess.Popen(
+        tur.split(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    time.sleep(3)
+    assert caught.poll() is None, "the command completed with no handler serving the ring"
+    daemon.start()
+    out, _ = caught.communicate(timeout=120)
+    print(out.decode(errors="replace"))
+    assert caught.returncode != 0, "the command from the gap was completed as if served"
+    # The LU serves normally afterwards (after the reset unit attention).
+    kit.wait_for(
+        "the drive to answer again",
+        lambda: kit.sh(f"sg_inq {tape_sg}", check=False).returncode == 0,
+        60,
+    )

@@ -116,7 +116,7 @@ def test_apply_then_reapply_changes_nothing(root: Path, st: TargetState, tmp_pat
     assert len(led) == len(k.objects) == 10
     assert k.objects[ObjKey(Kind.ISCSI_TPG, (IQN, 1))]["enabled"] is True
     # db_root set first, with the pr/ and alua/ directories the kernel needs
-    assert (root / "target" / "dbroot").read_text() == str(st.db_root)
+    assert (root / "target" / "dbroot").read_text() == f"{st.db_root}\n"
     assert (st.db_root / "pr").is_dir() and (st.db_root / "alua").is_dir()
     assert led.meta["db_root_previous"] == "/var/target"
 
@@ -176,7 +176,7 @@ def test_teardown_removes_exactly_ours(root: Path, st: TargetState, tmp_path: Pa
     assert list(k.objects) == [foreign]
     assert k.calls[-2:] == ["delete backstore:tape0", "delete backstore:changer0"]
     assert len(Ledger.load(tmp_path / "ledger.json")) == 0
-    assert (root / "target" / "dbroot").read_text() == "/var/target"  # given back
+    assert (root / "target" / "dbroot").read_text() == "/var/target\n"  # given back
     assert teardown(led, root=root, executor=k) == []  # nothing left: still fine
 
 

@@ -164,14 +164,14 @@ def test_db_root(paths: ConfigfsPaths, tmp_path: Path) -> None:
     assert (db / "pr").is_dir() and (db / "alua").is_dir()
     paths.dbroot.write_text("/etc/target\n")
     assert ensure_db_root(fs, paths, db).previous == "/etc/target"
-    assert paths.dbroot.read_text() == str(db)
+    assert paths.dbroot.read_text() == f"{db}\n"  # newline: see dbroot_value
     fs.writes.clear()
     assert ensure_db_root(fs, paths, db).previous is None
     assert fs.writes == []  # already ours: not even written
     assert restore_db_root(fs, paths, "/etc/target", db) is None
-    assert paths.dbroot.read_text() == "/etc/target"
+    assert paths.dbroot.read_text() == "/etc/target\n"
     assert restore_db_root(fs, paths, "/var/target", db) is None  # not ours: left alone
-    assert paths.dbroot.read_text() == "/etc/target"
+    assert paths.dbroot.read_text() == "/etc/target\n"
 
 
 def test_object_paths(paths: ConfigfsPaths) -> None:

@@ -55,11 +55,14 @@ class Daemon:
         self.admin: AdminServer | None = None
         self._stop = threading.Event()
         self._detach_only = False
+        self.reattaching = False
 
     # --- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
         existing = {u.name for u in self.units if self._find(u.name) is not None}
+        # A failed restart must not drop sessions that outlived the last daemon.
+        self.reattaching = bool(existing)
         if existing:
             log.info("found %d backstores from a previous run: reattaching", len(existing))
 
@@ -215,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         daemon.start()
     except configfs.ConfigfsError as exc:
         log.error("kernel configuration failed: %s", exc)
-        daemon.request_stop(detach_only=False)
+        # Tear down only what this start created; after a crash or an upgrade the
+        # kernel objects carry live sessions, so leave them for the next attempt.
+        daemon.request_stop(detach_only=daemon.reattaching)
         daemon.shutdown()
         return EXIT_KERNEL
     daemon.serve()
