@@ -1,5 +1,11 @@
-"""Tape cartridges: the `Medium` contract, its errors and implementations."""
+"""Tape cartridges: the `Medium` contract, its errors and implementations.
 
+- `Medium` (contract), `MemoryCartridge` (reference, RAM), `Cartridge` (production,
+  over the chunk pool) and `CartridgeStore` (cartridges by barcode under a data dir,
+  replicated to the bucket).
+"""
+
+from thur.tape.cartridge import Cartridge
 from thur.tape.errors import (
     BackendFailure,
     Backpressure,
@@ -11,6 +17,7 @@ from thur.tape.errors import (
     WormViolation,
     WriteProtected,
 )
+from thur.tape.manifest import InvalidBarcode, parse_barcode
 from thur.tape.medium import (
     HOST_ATTRIBUTE_FIRST,
     HOST_ATTRIBUTE_LAST,
@@ -24,6 +31,7 @@ from thur.tape.medium import (
     early_warning_margin,
 )
 from thur.tape.memory import MemoryCartridge
+from thur.tape.store import CartridgeExists, CartridgeStore, CartridgeStoreError, UnknownCartridge
 
 __all__ = [
     "HOST_ATTRIBUTE_FIRST",
@@ -32,8 +40,13 @@ __all__ = [
     "LTO8_NATIVE_CAPACITY",
     "MAX_PARTITIONS",
     "BackendFailure",
+    "Cartridge",
+    "CartridgeExists",
+    "CartridgeStore",
+    "CartridgeStoreError",
     "Backpressure",
     "EndOfData",
+    "InvalidBarcode",
     "InvalidPartition",
     "Medium",
     "MediumCorrupt",
@@ -42,8 +55,10 @@ __all__ = [
     "SpaceStop",
     "TapeError",
     "TapePosition",
+    "UnknownCartridge",
     "VolumeOverflow",
     "WormViolation",
     "WriteProtected",
     "early_warning_margin",
+    "parse_barcode",
 ]
