@@ -20,6 +20,8 @@ DEFAULT_TARGET_IQN = "iqn.2026-11.io.thur:vtl"
 MAX_SLOTS = 65535
 MAX_MAIL_SLOTS = 65535
 MAX_DRIVES = 255
+# One 16-bit address space holds every element (SMC mode page 1Dh).
+MAX_ELEMENTS = 0x10000
 
 
 class ConfigError(ValueError):
@@ -159,12 +161,24 @@ def _library(raw: object) -> LibraryConfig:
     gen = section.get("lto_generation", 8)
     if gen != 8:
         raise ConfigError("library.lto_generation", gen, "8 (LTO-8 is the emulated generation)")
-    return LibraryConfig(
+    library = LibraryConfig(
         num_slots=_int(section, p, "num_slots", 24, 1, MAX_SLOTS),
         num_mail_slots=_int(section, p, "num_mail_slots", 4, 0, MAX_MAIL_SLOTS),
         num_drives=_int(section, p, "num_drives", 2, 1, MAX_DRIVES),
         lto_generation=gen,
     )
+    # Each cap fits 16 bits on its own, but SMC element addresses of all four kinds
+    # (one transport, drives, mail slots, slots) share one 16-bit space.
+    total = 1 + library.num_drives + library.num_mail_slots + library.num_slots
+    if total > MAX_ELEMENTS:
+        raise ConfigError(
+            "library",
+            f"{library.num_slots} slots + {library.num_mail_slots} mail slots + "
+            f"{library.num_drives} drives",
+            f"at most {MAX_ELEMENTS - 1} in all (SMC element addresses are 16-bit "
+            "and one goes to the robot)",
+        )
+    return library
 
 
 def _iscsi(raw: object) -> IscsiConfig:

@@ -1,8 +1,9 @@
 """`MediumChanger`: an SMC-3 medium changer (peripheral type 08h) over a `ChangerModel`.
 
-The changer LU only speaks SCSI; what is where lives in the model (thur/library implements
-`ChangerModel` next; `InMemoryChanger` in handlers/scsi/smc_memory.py serves tests and the
-first daemon). Model errors are typed and mapped to sense in one place (`_model_call`).
+The changer LU only speaks SCSI; what is where lives in the model (the daemon uses
+thur.library.LibraryChanger, persistent; `InMemoryChanger` in handlers/scsi/smc_memory.py
+serves engine tests). Model errors are typed and mapped to sense in one place
+(`_model_call`).
 
 READ ELEMENT STATUS follows what mtx and the Linux ch driver parse: an 8-byte header whose
 NUMBER OF ELEMENTS and BYTE COUNT OF REPORT AVAILABLE describe the whole report (never the
@@ -148,6 +149,13 @@ class InvalidElement(ChangerError):
 
 class RemovalPrevented(ChangerError):
     sense = Sense.REMOVAL_PREVENTED
+
+
+class InvalidRequest(ChangerError):
+    """A request no element state could satisfy (an EXCHANGE whose first destination
+    is also its source or its second destination)."""
+
+    sense = Sense.INVALID_FIELD_IN_CDB
 
 
 class ChangerModel(Protocol):

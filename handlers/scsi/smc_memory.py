@@ -1,4 +1,5 @@
-"""`InMemoryChanger`: a `ChangerModel` kept in memory, for tests and the first daemon.
+"""`InMemoryChanger`: a `ChangerModel` kept in memory, for engine tests (the daemon uses
+the persistent thur.library.LibraryChanger).
 
 Cartridges are barcodes; when a `media` factory is given, moving one into a drive opens it
 as a `Medium` and loads the drive LU (the object is kept with the cartridge afterwards, so
@@ -19,6 +20,7 @@ from handlers.scsi.smc import (
     ElementStatus,
     ElementType,
     InvalidElement,
+    InvalidRequest,
     RemovalPrevented,
     SourceEmpty,
 )
@@ -27,10 +29,17 @@ from handlers.scsi.ssc import DriveOccupied, Medium, MediumRemovalPrevented
 
 
 class DriveLink(Protocol):
-    """What the library needs from a drive LU (`TapeDrive` is one)."""
+    """What the library needs from a drive LU (`TapeDrive` is one).
+
+    `load` raises DriveOccupied when the drive holds a cartridge; `unload` hands the
+    cartridge back (None when empty), having made it durable (the medium's `unloaded()`),
+    and raises MediumRemovalPrevented while an initiator holds PREVENT MEDIUM REMOVAL.
+    """
 
     @property
     def identity(self) -> DeviceIdentity: ...
+    @property
+    def medium(self) -> Medium | None: ...
     def load(self, medium: Medium) -> None: ...
     def unload(self) -> Medium | None: ...
 
@@ -126,6 +135,8 @@ class InMemoryChanger:
         with self._lock:
             for address in (source, first, second):
                 self._check_movable(address)
+            if first in (source, second):
+                raise InvalidRequest(first)
             if source not in self._contents:
                 raise SourceEmpty(source)
             if first not in self._contents:

@@ -252,3 +252,28 @@ def test_layout_validation() -> None:
         )
     big = ElementLayout.standard(drives=255, slots=60000, mail_slots=1000)
     assert big.data_transfer.first == 1 and big.storage.last <= 0xFFFF
+
+
+def test_exchange_with_a_first_destination_that_is_an_end_is_refused() -> None:
+    changer, model, _ = library()
+    model.insert(0x400, "A")
+    model.insert(0x401, "B")
+    for first, second in ((0x400, 0x402), (0x401, 0x401)):
+        cdb = bytes([0xA6, 0, 0, 0]) + struct.pack(">HHH", 0x400, first, second) + bytes(2)
+        assert sense_code(changer.execute(cdb, None)) == Sense.INVALID_FIELD_IN_CDB
+    assert model.status(0x400).barcode == "A" and model.status(0x401).barcode == "B"
+
+
+def test_persistent_library_model_behind_the_changer_lu(tmp_path) -> None:
+    """The same CDBs against thur.library's model: status as mtx reads it, after a move."""
+    from tests.unit.test_library_changer import make_library
+
+    lib = make_library(tmp_path)
+    lib.create_cartridge("ABC001L8")
+    changer = MediumChanger(changer_identity("TL00000001"), lib)
+    changer.execute(bytes([0x03, 0, 0, 0, 18, 0]), None)
+    assert move(changer, 0x400, 0x100).status == GOOD
+    _, _, every = parse_res(bytes(res(changer, dvcid=True).data))
+    assert [(e.address, e.barcode, e.source) for e in every if e.full] == [
+        (0x100, "ABC001L8", 0x400)]
+    assert every[1].device_id.endswith(b"TD00000000")

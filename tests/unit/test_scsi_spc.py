@@ -256,7 +256,7 @@ def test_log_sense_supported_pages_and_unknown_page() -> None:
     dev = TapeDrive(tape_drive_identity("TD00000001"))
     dev.execute(cdb6(0x03, b4=18), None)
     data = bytes(dev.execute(bytes([0x4D, 0, 0x40, 0, 0, 0, 0, 0, 255, 0]), None).data)
-    assert data[:4] == bytes([0, 0, 0, 4]) and data[4:] == bytes([0x00, 0x0C, 0x17, 0x2E])
+    assert data[:4] == bytes([0, 0, 0, 5]) and data[4:] == bytes([0x00, 0x0C, 0x17, 0x1B, 0x2E])
     s = sense_of(dev.execute(bytes([0x4D, 0, 0x40 | 0x33, 0, 0, 0, 0, 0, 255, 0]), None))
     assert s.code == Sense.INVALID_FIELD_IN_CDB
 

@@ -1,67 +1,35 @@
-"""The LTO-8 tape drive: what st and `mt status` need empty, load/unload, pages."""
+"""The LTO-8 tape drive: what st and `mt status` need, load/unload, identity, pages.
+
+Also the shared helpers (CDB builders, byte-exact sense) of the test_scsi_ssc_* modules.
+"""
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+
+import pytest
 
 from handlers.scsi import (
     CHECK_CONDITION,
     GOOD,
     LTO8,
     Medium,
+    Response,
     Sense,
     TapeDrive,
-    TapePosition,
     parse_sense,
     tape_drive_identity,
 )
-from handlers.scsi.ssc import BackendFailure, MediumRemovalPrevented
+from handlers.scsi.ssc import MediumRemovalPrevented
+from thur.tape import BackendFailure, Backpressure, MediumCorrupt, MemoryCartridge, TapeError
+
+MB = 1_000_000
 
 
-@dataclass
-class FakeMedium:
-    """The smallest Medium: a blank LTO-8 cartridge that can only be positioned."""
-
-    barcode: str = "TST001L8"
-    density_code: int = LTO8.code
-    capacity_bytes: int = 12_000_000_000_000
-    write_protected: bool = False
-    worm: bool = False
-    pos: TapePosition = field(default_factory=TapePosition)
-    fail_rewind: bool = False
-
-    def position(self) -> TapePosition:
-        return self.pos
-
-    def rewind(self) -> None:
-        if self.fail_rewind:
-            raise BackendFailure("bucket unreachable")
-        self.pos = TapePosition()
-
-    def seek_eod(self) -> None:
-        self.pos = TapePosition(object_id=42, file_id=3, bop=False)
-
-    def partitions(self) -> int:
-        return 1
-
-    def locate(self, partition: int, object_id: int) -> None:
-        raise NotImplementedError
-
-    def read(self, max_length: int) -> bytes | None:
-        raise NotImplementedError
-
-    def write(self, record: bytes) -> bool:
-        raise NotImplementedError
-
-    def write_filemarks(self, count: int) -> bool:
-        raise NotImplementedError
-
-    def space(self, what: int, count: int) -> int:
-        raise NotImplementedError
-
-    def erase(self, long: bool) -> None:
-        raise NotImplementedError
+def FakeMedium(barcode: str = "TST001L8", capacity: int = 100 * MB,  # noqa: N802
+               **kwargs: bool) -> MemoryCartridge:
+    """A blank cartridge (other tests build libraries with it)."""
+    return MemoryCartridge(barcode, capacity, **kwargs)
 
 
 def drive() -> TapeDrive:
@@ -74,9 +42,89 @@ def run(d: TapeDrive, *cdb: int, data: bytes | None = None):
     return d.execute(bytes(cdb), memoryview(data) if data is not None else None)
 
 
-def code(resp):
+def code(resp: Response):
     assert resp.status == CHECK_CONDITION
     return parse_sense(bytes(resp.sense)).code
+
+
+def loaded(capacity: int = 100 * MB, barcode: str = "TST001L8",
+           **kwargs: bool) -> tuple[TapeDrive, MemoryCartridge]:
+    """A drive with a blank cartridge threaded and the 28/00 unit attention consumed."""
+    d = drive()
+    m = FakeMedium(barcode, capacity, **kwargs)
+    d.load(m)
+    assert code(run(d, 0, 0, 0, 0, 0, 0)) == Sense.MEDIUM_MAY_HAVE_CHANGED
+    return d, m
+
+
+def expect(resp: Response, key: int, asc: int, ascq: int, *, info: int | None = None,
+           fm: bool = False, eom: bool = False, ili: bool = False,
+           field: tuple[int, int] | None = None) -> None:
+    """Byte-exact fixed-format sense (built here by hand, independent of the encoder).
+
+    `field` is a CDB field pointer (byte, bit) in the sense-key-specific bytes."""
+    want = bytearray(18)
+    want[0] = 0x70 | (0x80 if info is not None else 0)
+    want[2] = key | (0x80 if fm else 0) | (0x40 if eom else 0) | (0x20 if ili else 0)
+    if info is not None:
+        want[3:7] = (info & 0xFFFFFFFF).to_bytes(4, "big")
+    want[7], want[12], want[13] = 10, asc, ascq
+    if field is not None:
+        want[15:18] = bytes([0xC8 | field[1]]) + field[0].to_bytes(2, "big")
+    assert resp.status == CHECK_CONDITION, "expected CHECK CONDITION"
+    assert bytes(resp.sense) == bytes(want), parse_sense(bytes(resp.sense))
+
+
+def ok(resp: Response) -> bytes:
+    assert resp.status == GOOD, parse_sense(bytes(resp.sense))
+    return bytes(resp.data)
+
+
+def b3(n: int) -> list[int]:
+    return list((n & 0xFFFFFF).to_bytes(3, "big"))
+
+
+def read6(n: int, *, fixed: bool = False, sili: bool = False) -> list[int]:
+    return [0x08, int(fixed) | (2 if sili else 0), *b3(n), 0]
+
+
+def write6(n: int, *, fixed: bool = False) -> list[int]:
+    return [0x0A, int(fixed), *b3(n), 0]
+
+
+def wfm(n: int = 1) -> list[int]:
+    return [0x10, 0, *b3(n), 0]
+
+
+def space6(code_: int, count: int) -> list[int]:
+    return [0x11, code_, *b3(count), 0]
+
+
+def space16(code_: int, count: int) -> list[int]:
+    return [0x91, code_, 0, 0, *(count & (2**64 - 1)).to_bytes(8, "big"), 0, 0, 0, 0]
+
+
+def locate10(obj: int, partition: int | None = None, *, bt: bool = False) -> list[int]:
+    cp = 0x02 if partition is not None else 0
+    return [0x2B, cp | (0x04 if bt else 0), 0, *obj.to_bytes(4, "big"), 0,
+            partition or 0, 0]
+
+
+def locate16(ident: int, partition: int | None = None, *, dest: int = 0) -> list[int]:
+    cp = 0x02 if partition is not None else 0
+    return [0x92, cp | (dest << 3), 0, partition or 0, *ident.to_bytes(8, "big"), 0, 0, 0, 0]
+
+
+def position(d: TapeDrive) -> tuple[int, int, int]:
+    """(partition, object number, file id) from READ POSITION long form."""
+    data = ok(run(d, 0x34, 6, 0, 0, 0, 0, 0, 0, 0, 0))
+    return struct.unpack_from(">IQQ", data, 4)
+
+
+def select_block_length(d: TapeDrive, length: int) -> None:
+    """What st sends for `mt setblk N`: MODE SELECT(6), header + one block descriptor."""
+    params = bytes([0, 0, 0x10, 8, LTO8.code, 0, 0, 0, 0, *b3(length)])
+    ok(run(d, 0x15, 0x10, 0, 0, 12, 0, data=params))
 
 
 def test_fake_medium_satisfies_protocol() -> None:
@@ -131,59 +179,78 @@ def test_media_commands_not_ready_without_cartridge() -> None:
 
 def test_load_reports_medium_changed_then_ready() -> None:
     d = drive()
-    m = FakeMedium()
-    d.load(m)
+    d.load(FakeMedium())
     assert code(run(d, 0, 0, 0, 0, 0, 0)) == Sense.MEDIUM_MAY_HAVE_CHANGED
     assert run(d, 0, 0, 0, 0, 0, 0).status == GOOD
     ms = bytes(run(d, 0x1A, 0, 0, 0, 12, 0).data)
     assert ms[4] == LTO8.code
-    # Data-path placeholders: not advertised, INVALID OPCODE with a cartridge.
-    assert code(run(d, 0x08, 0, 0, 0, 1, 0)) == Sense.INVALID_OPCODE
 
 
 def test_read_position_forms() -> None:
-    d = drive()
-    m = FakeMedium(pos=TapePosition(partition=0, object_id=5, file_id=1, bop=False))
-    d.load(m)
-    run(d, 0x03, 0, 0, 0, 18, 0)
-    short = bytes(run(d, 0x34, 0, 0, 0, 0, 0, 0, 0, 0, 0).data)
+    d, m = loaded()
+    for record in (b"a", b"b", b"c", None, b"d", b"e"):
+        m.write_filemarks(1) if record is None else m.write(record)
+    m.locate(0, 5)
+    short = ok(run(d, 0x34, 0, 0, 0, 0, 0, 0, 0, 0, 0))
     assert len(short) == 20 and short[0] == 0 and struct.unpack_from(">II", short, 4) == (5, 5)
-    long = bytes(run(d, 0x34, 6, 0, 0, 0, 0, 0, 0, 0, 0).data)
+    assert ok(run(d, 0x34, 1, 0, 0, 0, 0, 0, 0, 0, 0)) == short  # BT: same ids
+    long = ok(run(d, 0x34, 6, 0, 0, 0, 0, 0, 0, 0, 0))
     assert len(long) == 32 and struct.unpack_from(">IQQ", long, 4) == (0, 5, 1)
-    ext = bytes(run(d, 0x34, 8, 0, 0, 0, 0, 0, 0, 32, 0).data)
+    ext = ok(run(d, 0x34, 8, 0, 0, 0, 0, 0, 0, 32, 0))
     assert len(ext) == 32 and ext[2:4] == b"\x00\x1c"
+    assert struct.unpack_from(">QQ", ext, 8) == (5, 5)
     assert len(run(d, 0x34, 8, 0, 0, 0, 0, 0, 0, 4, 0).data) == 4
     assert code(run(d, 0x34, 3, 0, 0, 0, 0, 0, 0, 0, 0)) == Sense.INVALID_FIELD_IN_CDB
-    m.pos = TapePosition()
-    assert bytes(run(d, 0x34, 0, 0, 0, 0, 0, 0, 0, 0, 0).data)[0] & 0x80  # BOP
+    m.locate(0, 0)
+    assert ok(run(d, 0x34, 0, 0, 0, 0, 0, 0, 0, 0, 0))[0] == 0x80  # BOP
 
 
 def test_load_unload_and_prevent() -> None:
-    d = drive()
-    m = FakeMedium()
-    d.load(m)
-    run(d, 0x03, 0, 0, 0, 18, 0)
+    d, m = loaded()
+    m.write(b"x" * 10)
     assert run(d, 0x1E, 0, 0, 0, 1, 0).status == GOOD
-    assert code(run(d, 0x1B, 0, 0, 0, 0, 0)) == Sense.REMOVAL_PREVENTED
-    try:
+    expect(run(d, 0x1B, 0, 0, 0, 0, 0), 0x5, 0x53, 0x02)  # removal prevented
+    with pytest.raises(MediumRemovalPrevented):
         d.unload()
-    except MediumRemovalPrevented:
-        pass
-    else:
-        raise AssertionError("unload while prevented")
+    assert m.load_count == 0
     run(d, 0x1E, 0, 0, 0, 0, 0)
-    assert run(d, 0x1B, 0, 0, 0, 0, 0).status == GOOD  # unload: cartridge waits in drive
+    flushes = m.flushes
+    ok(run(d, 0x1B, 0, 0, 0, 0, 0))  # unload: cartridge waits in the drive, flushed
+    assert m.load_count == 1 and m.flushes == flushes + 1
     assert code(run(d, 0, 0, 0, 0, 0, 0)) == Sense.MEDIUM_NOT_PRESENT
-    assert run(d, 0x1B, 0, 0, 0, 0x05, 0).status == GOOD  # load + EOT
-    assert m.pos.object_id == 42
-    assert d.unload() is m and d.medium is None
+    assert code(run(d, 0x1B, 0, 0, 0, 0x05, 0)) == Sense.INVALID_FIELD_IN_CDB  # LOAD+EOT
+    m.locate(0, 1)
+    ok(run(d, 0x1B, 0, 0, 0, 0x01, 0))  # load: threaded at BOP of partition 0
+    assert position(d) == (0, 0, 0)
+    ok(run(d, 0x1B, 0x01, 0, 0, 0x03, 0))  # load + retension, immediate
+    # The changer takes a threaded cartridge: it is flushed and counted once.
+    assert d.unload() is m and d.medium is None and m.load_count == 2
+    assert code(run(d, 0x1B, 0, 0, 0, 0x01, 0)) == Sense.MEDIUM_NOT_PRESENT
 
 
-def test_storage_errors_map_to_sense() -> None:
+class FailingCartridge(MemoryCartridge):
+    def __init__(self, error: TapeError) -> None:
+        super().__init__("ERR001L8", 100 * MB)
+        self.error = error
+
+    def locate(self, partition: int, object_id: int) -> None:
+        raise self.error
+
+    def read(self) -> bytes | None:
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "sense"), [
+    (BackendFailure("bucket unreachable"), (0x4, 0x44, 0x00)),
+    (Backpressure("cache full"), (0x2, 0x04, 0x07)),
+    (MediumCorrupt("chunk hash mismatch"), (0x3, 0x11, 0x00)),
+])
+def test_storage_errors_map_to_sense(error: TapeError, sense: tuple[int, int, int]) -> None:
     d = drive()
-    d.load(FakeMedium(fail_rewind=True))
+    d.load(FailingCartridge(error))
     run(d, 0x03, 0, 0, 0, 18, 0)
-    assert code(run(d, 0x01, 0, 0, 0, 0, 0)) == Sense.HARDWARE_ERROR
+    expect(run(d, 0x01, 0, 0, 0, 0, 0), *sense)
+    expect(run(d, *read6(100)), *sense, info=100)
 
 
 def test_block_size_mode_select_round_trip() -> None:
@@ -239,7 +306,7 @@ def test_report_density_support() -> None:
     assert desc[0] == desc[1] == 0x5E and desc[2] & 0x20  # default density
     assert struct.unpack_from(">I", desc, 12)[0] == 12_000_000
     assert desc[16:24] == b"LTO-CVE " and desc[24:32] == b"U-832   "
-    d.load(FakeMedium(capacity_bytes=6_000_000_000_000, write_protected=True))
+    d.load(FakeMedium(capacity=6_000_000_000_000, write_protected=True))
     run(d, 0x03, 0, 0, 0, 18, 0)
     media = bytes(run(d, 0x44, 1, 0, 0, 0, 0, 0, 1, 0, 0).data)[4:]
     assert struct.unpack_from(">I", media, 12)[0] == 6_000_000 and not media[2] & 0x80
@@ -255,11 +322,11 @@ def test_log_pages() -> None:
     ta = bytes(run(d, 0x4D, 0, 0x40 | 0x2E, 0, 0, 0, 0, 2, 0, 0).data)
     assert ta[4 + 2 * 5 : 4 + 3 * 5] == bytes([0, 3, 0x23, 1, 1])
     assert not d.tapealerts  # TapeAlert flags are read-and-clear
-    d.stats["host_bytes_written"] = 1234
+    d.stats.host_written = 1234
     seq = bytes(run(d, 0x4D, 0, 0x40 | 0x0C, 0, 0, 0, 0, 2, 0, 0).data)
     assert seq[4:8] == bytes([0, 0, 0x20, 8]) and int.from_bytes(seq[8:16], "big") == 1234
     # LOG SELECT PCR resets the counters.
     assert run(d, 0x4C, 0x02, 0x40, 0, 0, 0, 0, 0, 0, 0).status == GOOD
-    assert d.stats["host_bytes_written"] == 0
+    assert d.stats.host_written == 0
     vs = bytes(run(d, 0x4D, 0, 0x40 | 0x17, 0, 0, 0, 0, 2, 0, 0).data)
     assert vs[4:9] == bytes([0, 0, 0x23, 1, 0])  # page not valid without a cartridge

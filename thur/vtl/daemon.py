@@ -1,8 +1,10 @@
 """thurvtld: serves the tape library through LIO + TCMU.
 
 Start: check and load the kernel modules, mint or load the library identity,
-apply the desired configfs state (idempotent), attach one TCMU device per
-logical unit, serve the admin socket.
+load the inventory (refusing, with exit status 2, a config that would orphan a
+cartridge), put cartridges back into the drives that held them, apply the
+desired configfs state (idempotent), attach one TCMU device per logical unit,
+serve the admin socket (verbs in thur/vtl/verbs.py).
 
 Stop (SIGTERM/SIGINT): unexport the target so no new commands arrive, finish
 the commands in flight, detach, and remove exactly the kernel objects this
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -32,8 +33,22 @@ from handlers.tcmu import TcmuDevice
 from thur import systemd
 from thur.admin import AdminServer
 from thur.config import ConfigError, VtlConfig, load_vtl_config
-from thur.library import LibraryIdentity, load_or_mint
-from thur.vtl.topology import LogicalUnit, build_target_state, build_units
+from thur.library import (
+    InventoryCorrupt,
+    LibraryChanger,
+    LibraryIdentity,
+    ShrinkRefused,
+    load_or_mint,
+    open_library,
+)
+from thur.vtl.topology import (
+    LogicalUnit,
+    build_cartridge_source,
+    build_drives,
+    build_target_state,
+    build_units,
+)
+from thur.vtl.verbs import library_verbs
 
 log = logging.getLogger("thurvtld")
 DEFAULT_CONFIG = Path("/etc/thurvtl/thurvtl.yaml")
@@ -48,7 +63,16 @@ class Daemon:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity: LibraryIdentity = load_or_mint(config.data_dir, config.library)
-        self.units: list[LogicalUnit] = build_units(config, self.identity)
+        drives = build_drives(config, self.identity)
+        # Raises ShrinkRefused before any kernel object is touched.
+        self.library: LibraryChanger = open_library(
+            config.data_dir, config.library, self.identity, build_cartridge_source(config), drives
+        )
+        self.units: list[LogicalUnit] = build_units(config, self.identity, self.library, drives)
+        # Cartridges that were in drives when the last run ended go back in (each drive
+        # then reports 06/28/00 after its 06/29/00), before any initiator can ask.
+        for warning in self.library.restore_drives():
+            log.warning("%s", warning)
         self.state = build_target_state(config, self.units)
         self.ledger = configfs.Ledger.load(ledger_path(config))
         self.devices: list[TcmuDevice] = []
@@ -140,9 +164,9 @@ class Daemon:
     # --- admin verbs -------------------------------------------------------
 
     def _verbs(self) -> dict[str, Any]:
-        return {"ping": lambda _args: {"pid": os.getpid()}, "library.info": self._info}
+        return library_verbs(self.library, self._info)
 
-    def _info(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def _info(self) -> dict[str, Any]:
         lib = self.config.library
         return {
             "target_iqn": self.config.iscsi.target_iqn,
@@ -206,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.teardown:
         return teardown_leftovers(config)
 
-    daemon = Daemon(config)
+    try:
+        daemon = Daemon(config)
+    except (ShrinkRefused, InventoryCorrupt) as exc:
+        print(f"thurvtld: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import configfs
 from handlers.scsi import (
-    InMemoryChanger,
+    ChangerModel,
     MediumChanger,
     ScsiDevice,
     TapeDrive,
@@ -18,7 +18,7 @@ from handlers.scsi import (
     tape_drive_identity,
 )
 from thur.config import Chap, VtlConfig
-from thur.library import LibraryIdentity
+from thur.library import CartridgeSource, LibraryIdentity, MemoryCartridgeSource
 
 # The kernel wants a size for every backstore; a tape LU's is never used by
 # the SCSI commands we serve, so any small value does.
@@ -37,15 +37,27 @@ class LogicalUnit:
     engine: ScsiDevice
 
 
-def build_units(config: VtlConfig, identity: LibraryIdentity) -> list[LogicalUnit]:
-    """The changer and drive engines, wired to one library model."""
-    num = config.library.num_drives
-    drives = [TapeDrive(tape_drive_identity(s)) for s in identity.drive_serials[:num]]
-    model = InMemoryChanger(
-        slots=config.library.num_slots,
-        drives=drives,
-        mail_slots=config.library.num_mail_slots,
-    )
+def build_cartridge_source(config: VtlConfig) -> CartridgeSource:
+    """Where cartridges live. THE PLACE TO PLUG IN THE POOL-BACKED CARTRIDGE STORE.
+
+    For now a RAM stand-in: cartridges are `MemoryCartridge`s, lost on restart (the
+    inventory is not: after a restart the library opens each cartridge blank, see
+    `MemoryCartridgeSource(blank_on_open=True)`). Replace with the thur.tape store built
+    over the pool under `config.data_dir`, wrapped to the `CartridgeSource` protocol.
+    """
+    return MemoryCartridgeSource(blank_on_open=True)
+
+
+def build_drives(config: VtlConfig, identity: LibraryIdentity) -> list[TapeDrive]:
+    """One drive engine per configured drive, with its minted serial."""
+    serials = identity.drive_serials[: config.library.num_drives]
+    return [TapeDrive(tape_drive_identity(serial)) for serial in serials]
+
+
+def build_units(
+    config: VtlConfig, identity: LibraryIdentity, model: ChangerModel, drives: list[TapeDrive]
+) -> list[LogicalUnit]:
+    """The changer LU over the library model (LUN 0) and the drive LUs (LUNs 1..N)."""
     changer = MediumChanger(changer_identity(identity.chassis_serial), model)
     units = [LogicalUnit(0, f"{config.instance}_changer", changer)]
     units += [
