@@ -41,9 +41,9 @@ from thur.library import (
     load_or_mint,
     open_library,
 )
+from thur.vtl.storage import VtlStorage
 from thur.vtl.topology import (
     LogicalUnit,
-    build_cartridge_source,
     build_drives,
     build_target_state,
     build_units,
@@ -64,10 +64,16 @@ class Daemon:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity: LibraryIdentity = load_or_mint(config.data_dir, config.library)
         drives = build_drives(config, self.identity)
-        # Raises ShrinkRefused before any kernel object is touched.
-        self.library: LibraryChanger = open_library(
-            config.data_dir, config.library, self.identity, build_cartridge_source(config), drives
-        )
+        self.storage = VtlStorage(config.data_dir)
+        self.storage.start()
+        try:
+            # Raises ShrinkRefused before any kernel object is touched.
+            self.library: LibraryChanger = open_library(
+                config.data_dir, config.library, self.identity, self.storage.source, drives
+            )
+        except BaseException:
+            self.storage.shutdown()
+            raise
         self.units: list[LogicalUnit] = build_units(config, self.identity, self.library, drives)
         # Cartridges that were in drives when the last run ended go back in (each drive
         # then reports 06/28/00 after its 06/29/00), before any initiator can ask.
@@ -150,6 +156,7 @@ class Daemon:
         if self._detach_only:
             for device in self.devices:
                 device.close()
+            self.storage.shutdown()
             log.info("detached; kernel objects left in place for the next start")
             return
         # Unexport first so initiators see the LUs go away instead of hanging
@@ -158,6 +165,8 @@ class Daemon:
         for device in self.devices:
             device.stop(drain=True)
             device.close()
+        # Cartridges still in drives are flushed and their metadata published.
+        self.storage.shutdown()
         configfs.teardown(self.ledger)
         log.info("stopped; kernel objects removed")
 

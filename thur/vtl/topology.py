@@ -18,7 +18,7 @@ from handlers.scsi import (
     tape_drive_identity,
 )
 from thur.config import Chap, VtlConfig
-from thur.library import CartridgeSource, LibraryIdentity, MemoryCartridgeSource
+from thur.library import LibraryIdentity
 
 # The kernel wants a size for every backstore; a tape LU's is never used by
 # the SCSI commands we serve, so any small value does.
@@ -35,17 +35,6 @@ class LogicalUnit:
     lun: int
     name: str
     engine: ScsiDevice
-
-
-def build_cartridge_source(config: VtlConfig) -> CartridgeSource:
-    """Where cartridges live. THE PLACE TO PLUG IN THE POOL-BACKED CARTRIDGE STORE.
-
-    For now a RAM stand-in: cartridges are `MemoryCartridge`s, lost on restart (the
-    inventory is not: after a restart the library opens each cartridge blank, see
-    `MemoryCartridgeSource(blank_on_open=True)`). Replace with the thur.tape store built
-    over the pool under `config.data_dir`, wrapped to the `CartridgeSource` protocol.
-    """
-    return MemoryCartridgeSource(blank_on_open=True)
 
 
 def build_drives(config: VtlConfig, identity: LibraryIdentity) -> list[TapeDrive]:
