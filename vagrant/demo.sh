@@ -40,8 +40,33 @@ sleep 2
 step "What the initiator sees"
 run lsscsi -g
 changer=$(lsscsi -g | awk '/mediumx/ {print $NF}')
-run mtx -f "$changer" status
 run mt-st -f /dev/nst0 status
+
+step "Cartridges: create three, load one into drive 0"
+for barcode in DEMO01L8 DEMO02L8 DEMO03L8; do
+    run python3 -m thur.vtl.cli cartridge create "$barcode"
+done
+run mtx -f "$changer" status
+run mtx -f "$changer" load 1 0
+for _ in $(seq 30); do mt-st -f /dev/nst0 status >/dev/null 2>&1 && break; sleep 1; done
+run mt-st -f /dev/nst0 status
+
+step "A real backup: tar /usr/share/doc and /usr/lib/python3 to tape, then verify"
+run mt-st -f /dev/nst0 rewind
+run tar -b 128 -cf /dev/nst0 /usr/share/doc /usr/lib/python3/dist-packages
+run mt-st -f /dev/nst0 rewind
+printf '$ tar -b 128 -tf /dev/nst0 | wc -l\n'
+tar -b 128 -tf /dev/nst0 | wc -l
+run mt-st -f /dev/nst0 rewind
+mkdir -p /tmp/restore
+run tar -b 128 -xf /dev/nst0 -C /tmp/restore
+run diff -r /usr/share/doc /tmp/restore/usr/share/doc
+echo "restore identical"
+run mt-st -f /dev/nst0 status
+run mtx -f "$changer" unload 1 0
+run python3 -m thur.vtl.cli cartridge info DEMO01L8
+printf '$ du -sh /var/lib/thurvtl/pool /var/lib/thurvtl/bucket\n'
+du -sh /var/lib/thurvtl/pool /var/lib/thurvtl/bucket
 
 step "Stopping (SIGTERM): logout, unexport, detach, remove our kernel objects"
 run iscsiadm -m node --logoutall=all
