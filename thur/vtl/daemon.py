@@ -41,7 +41,7 @@ from thur.library import (
     load_or_mint,
     open_library,
 )
-from thur.vtl.storage import VtlStorage
+from thur.vtl.storage import StorageUnavailable, VtlStorage
 from thur.vtl.topology import (
     LogicalUnit,
     build_drives,
@@ -54,6 +54,7 @@ log = logging.getLogger("thurvtld")
 DEFAULT_CONFIG = Path("/etc/thurvtl/thurvtl.yaml")
 EXIT_CONFIG = 2
 EXIT_KERNEL = 3
+EXIT_STORAGE = 4
 
 
 class Daemon:
@@ -244,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ShrinkRefused, InventoryCorrupt) as exc:
         print(f"thurvtld: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StorageUnavailable as exc:
+        print(f"thurvtld: storage check failed, not starting:\n{exc}", file=sys.stderr)
+        return EXIT_STORAGE
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool
+from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool, check
 from thur.library import CartridgeExists, CartridgeNotFound
 from thur.library.barcode import BarcodeError
 from thur.pool import LocalStore, PoolConfig
@@ -22,6 +22,10 @@ from thur.tape.store import CartridgeStore, UnknownCartridge
 log = logging.getLogger(__name__)
 
 
+class StorageUnavailable(RuntimeError):
+    """The backend failed its start-up check; the daemon refuses to start."""
+
+
 class VtlStorage:
     """The storage object graph of one daemon, started and stopped as a unit."""
 
@@ -30,9 +34,10 @@ class VtlStorage:
         bucket_dir = data_dir / "bucket"
         pool_dir.mkdir(parents=True, exist_ok=True)
         bucket_dir.mkdir(parents=True, exist_ok=True)
+        self.backend = LocalBackend(bucket_dir)
         self.tier = TieredPool(
             LocalStore(PoolConfig(pool_dir)),
-            LocalBackend(bucket_dir),
+            self.backend,
             PackIndex(pool_dir / "index.sqlite"),
             TierConfig(),
         )
@@ -40,7 +45,11 @@ class VtlStorage:
         self.source = StoreCartridgeSource(self.cartridges)
 
     def start(self) -> None:
-        """Before the library opens: index synced, cartridges only the bucket has restored."""
+        """Before the library opens: backend checked (credentials, bucket, write/read/delete),
+        index synced, cartridges only the bucket has restored."""
+        report = check(self.backend)
+        if not report.ok:
+            raise StorageUnavailable(str(report))
         self.tier.sync_index()
         self.tier.start()
         restored = self.cartridges.restore_all()
