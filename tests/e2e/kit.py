@@ -151,7 +151,15 @@ def set_chap(
 def login(
     iqn: str, portal: str = "127.0.0.1:3260", check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    return sh(f"iscsiadm -m node -T {iqn} -p {portal} --login", check=check, timeout=120)
+    result = sh(f"iscsiadm -m node -T {iqn} -p {portal} --login", check=check, timeout=120)
+    settle()
+    return result
+
+
+def settle() -> None:
+    """Wait for udev: its persistent-storage rules open each new st/sg node (scsi_id),
+    and st refuses a second opener with EBUSY while they do."""
+    sh("udevadm settle --timeout=120", check=False, timeout=150)
 
 
 def logout_all() -> None:
@@ -200,3 +208,18 @@ def kernel_objects(iqn: str, instance: str) -> list[str]:
                 f"core/{hba.name}/{d.name}" for d in hba.iterdir() if d.name.startswith(instance)
             ]
     return found
+
+
+def stop_and_teardown(daemon: Daemon) -> None:
+    """What the `vtl` fixture does after a test, for fixtures that own a daemon themselves:
+    log out, stop the daemon, remove whatever it left in the kernel, print its log."""
+    logout_all()
+    if daemon.proc is not None and daemon.proc.poll() is None:
+        daemon.signal(signal.SIGTERM)
+    subprocess.run(
+        [sys.executable, "-m", "thur.vtl.daemon", "--config", str(daemon.config_path),
+         "--teardown"],
+        check=False,
+        timeout=120,
+    )
+    print(f"--- {daemon.log_path.name} ---\n{daemon.log()}")

@@ -24,7 +24,9 @@ def _attached(num_drives: int) -> list[kit.ScsiDev]:
             return devs
         return None
 
-    return kit.wait_for(f"1 changer and {num_drives} drives", ready, kit.DEVICE_TIMEOUT)
+    devs = kit.wait_for(f"1 changer and {num_drives} drives", ready, kit.DEVICE_TIMEOUT)
+    kit.settle()  # the st/ch nodes appear asynchronously; let udev finish with them
+    return devs
 
 
 def _changer_sg(devs: list[kit.ScsiDev]) -> str:
