@@ -1,22 +1,35 @@
 """Ingest benchmark: Thur's chunk pool vs the raw ceiling, restic and borg.
 
     .venv/bin/python bench/pool_ingest.py [--seed 1] [--scale 1.0] [--generations 6]
-                                           [--work DIR] [--skip restic,borg]
+        [--work DIR] [--keep-data DIR] [--contenders raw,thur,restic,borg]
+        [--repeat N] [--chunker MIN,AVG,MAX] [--skip restic,borg]
 
 Generates a deterministic backup-like dataset (seeded): a file tree of text,
 binaries and already-compressed data, then `generations - 1` more versions of
 it with small edits, insertions, appends, deletions and new files. Each
-generation is written to disk once; every contender then ingests the same
-files, each in its own subprocess, whose peak RSS is taken from `wait4`:
+generation is written to disk once (`--keep-data DIR` keeps it for the next
+run: the same seed gives the same bytes); every contender then ingests the
+same files, each in its own subprocess, whose peak RSS and CPU seconds are
+taken from `wait4`. With `--repeat N` the contenders run round-robin N
+times (so each round sees the same machine conditions) and a table of the
+spread follows.
 
 - thur:  a tape stream (tar-like: 512-byte headers, 256 KiB records, one
-         filemark per generation) through StreamChunker → TieredPool.put with
-         the background uploader, then flush(): everything durable in a
-         `local` backend bucket (fsync on, zstd level 3, 16 MiB packs);
+         filemark per generation) through StreamChunker → TieredPool.submit
+         (futures kept in stream order, as a cartridge does) with the
+         background uploader, then flush(): timed until every chunk is
+         durable in a `local` backend bucket (fsync on, zstd level 3,
+         16 MiB packs);
+- thur-serial: the same with one synchronous TieredPool.put at a time (the
+         call pattern before submit/group commit existed);
 - raw:   the same stream, FastCDC + BLAKE3 + zstd level 3 of each *new* chunk
          in one tight loop, nothing written (the ceiling for one core);
-- restic backup --compression auto, borg create --compression zstd,3 with
-         ~1 MiB chunks; one snapshot per generation, local repositories.
+- restic backup --compression auto (zstd "default", level 3 class),
+  borg create --compression zstd,3 --chunker-params buzhash,18,22,20,4095
+         (~1 MiB chunks); one snapshot per generation, local repositories,
+         each chunking *files* (restic: 512 KiB / 1 MiB / 8 MiB).
+
+`--chunker MIN,AVG,MAX` (KiB) overrides the chunker of thur and raw.
 
 Ratios: dedup = logical / unique plaintext; compression = unique plaintext /
 stored bytes. "PUTs/GiB" counts objects written per GiB stored (for restic
@@ -140,7 +153,19 @@ def stream(gdir: Path):  # noqa: ANN201 - generator of records
 # ---- contenders (each runs in its own subprocess: `--child NAME`) ------------
 
 
-def child_thur(work: Path, gens: list[Path]) -> dict:
+def _chunker_params() -> object:
+    from thur.pool import ChunkerParams
+
+    spec = os.environ.get("THUR_BENCH_CHUNKER")  # "min,avg,max" in KiB (--chunker)
+    if not spec:
+        return ChunkerParams()
+    lo, avg, hi = (int(x) << 10 for x in spec.split(","))
+    return ChunkerParams(min_size=lo, avg_size=avg, max_size=hi)
+
+
+def child_thur(work: Path, gens: list[Path], *, serial: bool = False) -> dict:
+    from collections import deque
+
     from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool
     from thur.pool import CompressionPolicy, LocalStore, PoolConfig, StreamChunker
 
@@ -164,22 +189,53 @@ def child_thur(work: Path, gens: list[Path]) -> dict:
         store, Counting(work / "bucket"), PackIndex(work / "pool" / "index.sqlite"), TierConfig()
     )
     tier.start()
-    unique = 0
-    t0 = time.perf_counter()
-    for g in gens:
-        chunker = StreamChunker()
-        for record in stream(g):
-            for chunk in chunker.feed(record):
+    params = _chunker_params()
+    unique = chunks = 0
+    pending: deque = deque()  # futures in stream order, as a cartridge keeps them
+
+    def settle(everything: bool) -> None:
+        nonlocal unique, chunks
+        while pending and (everything or pending[0].done()):
+            r = pending.popleft().result()  # acknowledged: durable in the pool
+            unique += r.plain_len if r.new else 0
+            chunks += 1
+
+    def store_chunks(batch: list[bytes]) -> None:
+        nonlocal unique, chunks
+        for chunk in batch:
+            if serial:  # the pre-pipeline call pattern: one synchronous put at a time
                 r = tier.put(chunk)
                 unique += r.plain_len if r.new else 0
-        for chunk in chunker.finish():
-            r = tier.put(chunk)
-            unique += r.plain_len if r.new else 0
+                chunks += 1
+            else:
+                pending.append(tier.submit(chunk))
+        settle(False)
+
+    t0 = time.perf_counter()
+    for g in gens:
+        chunker = StreamChunker(params)  # type: ignore[arg-type]
+        for record in stream(g):
+            store_chunks(chunker.feed(record))
+        store_chunks(chunker.finish())
+    settle(True)
     tier.flush()
     seconds = time.perf_counter() - t0
+    commits = store.commit_stats()
     tier.close()
+    store.close()
     stored = sum(p.stat().st_size for p in (work / "bucket").rglob("*") if p.is_file())
-    return {"seconds": seconds, "unique": unique, "stored": stored, "puts": Counting.puts}
+    return {
+        "seconds": seconds,
+        "unique": unique,
+        "stored": stored,
+        "puts": Counting.puts,
+        "chunks": chunks,
+        "commits": commits,
+    }
+
+
+def child_thur_serial(work: Path, gens: list[Path]) -> dict:
+    return child_thur(work, gens, serial=True)
 
 
 def child_raw(work: Path, gens: list[Path]) -> dict:
@@ -193,7 +249,7 @@ def child_raw(work: Path, gens: list[Path]) -> dict:
     unique = stored = 0
     t0 = time.perf_counter()
     for g in gens:
-        chunker = StreamChunker()
+        chunker = StreamChunker(_chunker_params())  # type: ignore[arg-type]
         for record in stream(g):
             for chunk in chunker.feed(record):
                 cid = blake3(chunk, max_threads=blake3.AUTO).digest()
@@ -210,7 +266,7 @@ def child_raw(work: Path, gens: list[Path]) -> dict:
     return {"seconds": time.perf_counter() - t0, "unique": unique, "stored": stored, "puts": 0}
 
 
-CHILDREN = {"thur": child_thur, "raw": child_raw}
+CHILDREN = {"thur": child_thur, "thur-serial": child_thur_serial, "raw": child_raw}
 
 
 # ---- measuring ----------------------------------------------------------------
@@ -221,7 +277,8 @@ def _wait(
     env: dict | None = None,
     stdout: int = subprocess.DEVNULL,
     cwd: Path | None = None,
-) -> tuple[bytes, int]:
+) -> tuple[bytes, int, float]:
+    """Run to completion; return (stdout, peak RSS bytes, CPU seconds user + system)."""
     # restic and borg record paths: each generation is backed up from inside
     # its directory as ".", so every snapshot has the same layout (as a tape).
     proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE, cwd=cwd)
@@ -231,16 +288,18 @@ def _wait(
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return out, usage.ru_maxrss * 1024  # ru_maxrss is KiB on Linux
+    # ru_maxrss is KiB on Linux.
+    return out, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def run_python(name: str, work: Path, data: Path) -> dict:
-    out, rss = _wait(
+    out, rss, cpu = _wait(
         [sys.executable, __file__, "--child", name, "--work", str(work), "--data", str(data)],
         stdout=subprocess.PIPE,
     )
     res = json.loads(out)
     res["rss"] = rss
+    res["cpu"] = cpu
     return res
 
 
@@ -255,10 +314,11 @@ def run_restic(work: Path, gens: list[Path]) -> dict:
     _wait(["restic", "init", "--repository-version", "2"], env)
     t0 = time.perf_counter()
     rss = 0
+    cpu = 0.0
     for g in gens:
-        _out, r = _wait(["restic", "backup", "--compression", "auto", "-q", "."], env, cwd=g)
-        rss = max(rss, r)
-    return _peer_result(repo, t0, rss)
+        _out, r, c = _wait(["restic", "backup", "--compression", "auto", "-q", "."], env, cwd=g)
+        rss, cpu = max(rss, r), cpu + c
+    return _peer_result(repo, t0, rss, cpu)
 
 
 def run_borg(work: Path, gens: list[Path]) -> dict:
@@ -267,8 +327,9 @@ def run_borg(work: Path, gens: list[Path]) -> dict:
     _wait(["borg", "init", "-e", "none", str(repo)], env)
     t0 = time.perf_counter()
     rss = 0
+    cpu = 0.0
     for i, g in enumerate(gens):
-        _out, r = _wait(
+        _out, r, c = _wait(
             [
                 "borg",
                 "create",
@@ -282,14 +343,35 @@ def run_borg(work: Path, gens: list[Path]) -> dict:
             env,
             cwd=g,
         )
-        rss = max(rss, r)
-    return _peer_result(repo, t0, rss)
+        rss, cpu = max(rss, r), cpu + c
+    return _peer_result(repo, t0, rss, cpu)
 
 
-def _peer_result(repo: Path, t0: float, rss: int) -> dict:
+def _peer_result(repo: Path, t0: float, rss: int, cpu: float) -> dict:
     seconds = time.perf_counter() - t0
     stored, objects = _repo_stats(repo)
-    return {"seconds": seconds, "unique": None, "stored": stored, "puts": objects, "rss": rss}
+    return {
+        "seconds": seconds,
+        "unique": None,
+        "stored": stored,
+        "puts": objects,
+        "rss": rss,
+        "cpu": cpu,
+    }
+
+
+def logical_bytes(gens: list[Path]) -> int:
+    """Bytes of the tape streams of these generations (what `stream` yields)."""
+    total = 0
+    for g in gens:
+        for p in g.rglob("*"):
+            if p.is_file():
+                n = p.stat().st_size
+                total += HEADER + n + (-n % HEADER)
+    return total
+
+
+PEERS = {"restic": run_restic, "borg": run_borg}
 
 
 def main() -> None:
@@ -298,7 +380,13 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--generations", type=int, default=6)
     ap.add_argument("--work", type=Path)
-    ap.add_argument("--skip", default="")
+    ap.add_argument("--skip", default="", help="contenders to leave out, e.g. restic,borg")
+    ap.add_argument(
+        "--contenders", default="raw,thur,restic,borg", help="in run order; also thur-serial"
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="rounds, contenders interleaved")
+    ap.add_argument("--chunker", help="min,avg,max in KiB for thur and raw (default: defaults)")
+    ap.add_argument("--keep-data", type=Path, help="generate into / reuse this dataset dir")
     ap.add_argument("--child")
     ap.add_argument("--data", type=Path)
     args = ap.parse_args()
@@ -309,60 +397,84 @@ def main() -> None:
         gens = sorted(args.data.glob("gen*"), key=lambda p: int(p.name[3:]))
         print(json.dumps(CHILDREN[args.child](args.work, gens)))
         return
+    if args.chunker:
+        os.environ["THUR_BENCH_CHUNKER"] = args.chunker
 
     root = Path(tempfile.mkdtemp(prefix="thur-bench-", dir=args.work))
     try:
-        data = root / "data"
+        data = args.keep_data or root / "data"
         t = time.perf_counter()
-        out, _rss = _wait(
-            [sys.executable, __file__, "--child", "gen", "--data", str(data)]
-            + ["--seed", str(args.seed), "--scale", str(args.scale)]
-            + ["--generations", str(args.generations)],
-            stdout=subprocess.PIPE,
-        )
-        logical = int(out)
+        if not data.is_dir():
+            _wait(
+                [sys.executable, __file__, "--child", "gen", "--data", str(data)]
+                + ["--seed", str(args.seed), "--scale", str(args.scale)]
+                + ["--generations", str(args.generations)],
+                stdout=subprocess.PIPE,
+            )
         gens = sorted(data.glob("gen*"), key=lambda p: int(p.name[3:]))
+        logical = logical_bytes(gens)
         print(
             f"dataset: {logical / GiB:.2f} GiB logical, {len(gens)} generations, "
-            f"seed {args.seed} ({time.perf_counter() - t:.0f} s to generate)",
+            f"seed {args.seed} ({time.perf_counter() - t:.0f} s to generate or find)",
             file=sys.stderr,
         )
-        results: dict[str, dict] = {}
         skip = set(args.skip.split(","))
-        for name in ("raw", "thur"):
-            (root / name).mkdir()
-            results[name] = run_python(name, root / name, data)
-        for name, fn in (("restic", run_restic), ("borg", run_borg)):
-            if name in skip or shutil.which(name) is None:
-                continue
-            (root / name).mkdir()
-            results[name] = fn(root / name, gens)
-        print(table(results, logical))
+        names = [n for n in args.contenders.split(",") if n and n not in skip]
+        names = [n for n in names if n not in PEERS or shutil.which(n)]
+        rounds: list[dict[str, dict]] = []
+        for rnd in range(args.repeat):
+            results: dict[str, dict] = {}
+            for name in names:
+                work = root / f"{name}-{rnd}"
+                work.mkdir()
+                if name in PEERS:
+                    results[name] = PEERS[name](work, gens)
+                else:
+                    results[name] = run_python(name, work, data)
+                shutil.rmtree(work, ignore_errors=True)
+                print(f"round {rnd + 1}: {name} done", file=sys.stderr)
+            rounds.append(results)
+            print(f"\nround {rnd + 1} of {args.repeat}\n{table(results, logical)}", flush=True)
+        if len(rounds) > 1:
+            print("\n" + spread(rounds, logical))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
 def table(results: dict[str, dict], logical: int) -> str:
-    raw = results["raw"]
+    raw = results.get("raw")
     lines = [
-        "| contender | MB/s | × raw | dedup | compression | stored MiB | PUTs/GiB stored "
-        "| peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| contender | MB/s | × raw | CPU s | dedup | compression | stored MiB "
+        "| PUTs/GiB stored | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         mbps = logical / r["seconds"] / 1e6
-        unique = r["unique"] or raw["unique"]
-        dedup = logical / unique
+        ref = raw or r
+        unique = r["unique"] or ref["unique"]
+        dedup = f"{logical / unique:.2f}" if unique else "—"
         comp = f"{unique / r['stored']:.2f}" if r["unique"] else "—"
         if not r["unique"]:  # peers: overall ratio only
             comp = f"({logical / r['stored']:.2f} overall)"
         puts = r["puts"] / (r["stored"] / GiB) if r["puts"] else 0
+        x_raw = f"{r['seconds'] and ref['seconds'] / r['seconds']:.2f}" if raw else "—"
         lines.append(
-            f"| {name} | {mbps:.0f} | {mbps / (logical / raw['seconds'] / 1e6):.2f} "
-            f"| {dedup:.2f} | {comp} | {r['stored'] / MiB:.0f} | {puts:.0f} "
+            f"| {name} | {mbps:.0f} | {x_raw} | {r['cpu']:.1f} "
+            f"| {dedup} | {comp} | {r['stored'] / MiB:.0f} | {puts:.0f} "
             f"| {r['rss'] / MiB:.0f} |"
         )
     return "\n".join(lines)
+
+
+def spread(rounds: list[dict[str, dict]], logical: int) -> str:
+    """Run-to-run variance: each contender's MB/s and × raw, min and max over rounds."""
+    out = ["| contender | MB/s min–max | × raw min–max |", "|---|---:|---:|"]
+    for name in rounds[0]:
+        mbps = [logical / r[name]["seconds"] / 1e6 for r in rounds]
+        ratios = [r["raw"]["seconds"] / r[name]["seconds"] for r in rounds if "raw" in r]
+        ratio = f"{min(ratios):.2f}–{max(ratios):.2f}" if ratios else "—"
+        out.append(f"| {name} | {min(mbps):.0f}–{max(mbps):.0f} | {ratio} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

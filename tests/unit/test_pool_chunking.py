@@ -49,7 +49,8 @@ def test_chunk_id_is_blake3_256_threaded_or_not() -> None:
 
 def test_default_params_are_the_tape_ones() -> None:
     p = ChunkerParams()
-    assert (p.min_size, p.avg_size, p.max_size) == (256 << 10, 1 << 20, 4 << 20)
+    # 128 KiB / 512 KiB / 2 MiB: why, in ChunkerParams' docstring and PERFORMANCE.md.
+    assert (p.min_size, p.avg_size, p.max_size) == (128 << 10, 512 << 10, 2 << 20)
 
 
 @settings(max_examples=40, deadline=None)

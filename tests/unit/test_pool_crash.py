@@ -87,3 +87,99 @@ def test_sigkill_mid_ingest_loses_nothing_acknowledged(
         tier.store.discard(cid)
         tier.get(cid)  # every acknowledged chunk is now readable from the bucket alone
     tier.close()
+
+
+# ---- the batched path: submit() + group commit ------------------------------
+
+BATCH_CHILD = textwrap.dedent(
+    """
+    import os, random, signal, sys
+    from collections import deque
+    from pathlib import Path
+    from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool
+    from thur.pool import LocalStore, PoolConfig
+
+    root, seed, point, nth = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    store = LocalStore(PoolConfig(root / "pool", budget_bytes=64 << 20, disk_free_floor=0,
+                                  put_workers=4, submit_window=1 << 20))
+    tier = TieredPool(store, LocalBackend(root / "bucket"), PackIndex(root / "index.sqlite"),
+                      TierConfig(pack_target=256 << 10, workers=4))
+    calls = 0
+
+    def die_at(where):
+        global calls
+        if where == point:
+            calls += 1
+            if calls >= nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    # Crash points inside one group commit: files staged (renamed, directories
+    # not yet fsync'd); directories fsync'd, rows not committed; rows
+    # committed, writers not yet told.
+    sync_dirs, commit = store._files.sync_dirs, store._committer._commit_many
+    def sync_then(dirs):
+        dirs = list(dirs)
+        die_at("staged")
+        sync_dirs(dirs)
+        die_at("synced")
+    def commit_then(batch):
+        commit(batch)
+        die_at("committed")
+    store._files.sync_dirs = sync_then
+    store._committer._commit_many = commit_then
+    tier.start()
+    rnd = random.Random(seed)
+    pending = deque()
+    for i in range(5000):  # far more than any crash point needs
+        data = rnd.randbytes(rnd.randint(1000, 60000)) * rnd.randint(1, 3)
+        pending.append(tier.submit(data))
+        while pending and (pending[0].done() or len(pending) > 16):
+            # Acknowledged: reported only once the future says durable.
+            sys.stdout.write(pending.popleft().result().chunk_id.hex() + "\\n")
+            sys.stdout.flush()
+        if point == "anywhere" and i == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "point,nth",
+    [("staged", 9), ("synced", 14), ("committed", 11), ("anywhere", 40), ("anywhere", 90)],
+)
+def test_sigkill_inside_group_commit_loses_nothing_acknowledged(
+    tmp_path: Path, point: str, nth: int
+) -> None:
+    (tmp_path / "bucket").mkdir()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    child = subprocess.run(
+        [sys.executable, "-c", BATCH_CHILD, str(tmp_path), str(nth), point, str(nth)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == -signal.SIGKILL, "the crash point was never reached"
+    acked = [bytes.fromhex(line) for line in child.stdout.split()]
+    assert acked, "nothing was acknowledged before the crash"
+
+    tier = _open(tmp_path)
+    rec = tier.store.recovery
+    assert rec.lost_pinned == []
+    assert not os.listdir(tmp_path / "pool" / "tmp")
+    if point in ("staged", "synced"):
+        assert rec.orphans_swept >= 1  # the killed batch's files had no rows: swept
+    on_disk = {f for _d, _s, files in os.walk(tmp_path / "pool" / "chunks") for f in files}
+    assert on_disk == {cid.hex() for cid, _size, _seq in _rows(tier)}  # files == rows
+    tier.sync_index()
+    for cid in acked:
+        tier.get(cid)  # verified bytes (raises ChunkCorrupt / ChunkMissing otherwise)
+    tier.flush()
+    for cid in acked:
+        tier.store.discard(cid)
+        tier.get(cid)  # and from the bucket alone
+    tier.close()
+
+
+def _rows(tier: TieredPool) -> list[tuple[bytes, int, int]]:
+    return [row for page in tier.store.scan(1000) for row in page]

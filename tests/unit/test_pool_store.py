@@ -177,10 +177,10 @@ def test_disk_free_floor_and_auto_budget(tmp_path: Path) -> None:
 def test_enospc_becomes_backpressure_not_an_oserror(tmp_path: Path) -> None:
     store = LocalStore(cfg(tmp_path, max_wait=0.0))
 
-    def full(cid: bytes, raw: bytes) -> None:
+    def full(cid: bytes, parts: object) -> frozenset[Path]:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    store._files.write = full  # type: ignore[method-assign]
+    store._files.stage = full  # type: ignore[method-assign]
     with pytest.raises(BackpressureTimeout):
         store.put(blob(1))
     assert store.stats().chunks == 0 and not os.listdir(store.root / "tmp")

@@ -112,6 +112,9 @@ class PackBuilder:
             self._size, len(self._rows), VERSION, 0, blake3(table).digest(), TRAILER_MAGIC
         )
         data = b"".join([*self._parts, table, trailer])
+        # Drop the pieces now: an upload worker holds one pack, not two
+        # copies of it, while its PUT runs (peak RSS with many workers).
+        self._parts = []
         pack_id = blake3(data, max_threads=blake3.AUTO).digest()
         entries = [
             PackEntry(cid, pack_id, off, ln, pl, codec) for cid, off, ln, pl, codec in self._rows

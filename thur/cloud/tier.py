@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -68,6 +68,10 @@ class TierConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     verify_before_upload: bool = True  # never make a corrupt cache file durable
     idle_flush: float = 5.0  # background uploader: ship a partial pack after this
+    # Packs being built or PUT at once. Each holds up to ~2 x pack_target of
+    # memory, so this (not `workers`, which downloads share) bounds the
+    # uploader's RSS; 4 matches rclone's default --transfers.
+    packs_in_flight: int = 4
 
 
 @dataclass(slots=True)
@@ -112,12 +116,31 @@ class TieredPool:
     # ---- reads and writes -------------------------------------------------
 
     def put(self, data: bytes | bytearray | memoryview) -> PutResult:
-        """Store one chunk. A chunk the backend already has is not stored again."""
-        cid = chunk_id(data)
-        self.store.guard.note((cid,))  # before the dedup check: see thur/pool/gc.py
-        if not self.store.contains(cid) and cid in self.index:
-            return PutResult(cid, len(data), 0, False)
-        return self.store.put(data)
+        """Store one chunk; returns once it is durable locally (pinned until uploaded).
+
+        A chunk the backend already has is not stored again. Concurrent
+        callers share group commits; for a stream, `submit()` is faster.
+        """
+        return self.store.put(data, skip_if=self._indexed)
+
+    def submit(self, data: bytes | bytearray | memoryview) -> Future[PutResult]:
+        """`put()` on the pool's workers: hash, compress and write overlap the caller.
+
+        The future resolves once the chunk is durable locally (acknowledge
+        it then, not before). Blocks while `PoolConfig.submit_window` bytes
+        are in flight. The tape stream's way in: keep the futures in stream
+        order and map each chunk when its future is done.
+        """
+        return self.store.submit(data, skip_if=self._indexed)
+
+    def put_many(self, chunks: Iterable[bytes | bytearray | memoryview]) -> list[PutResult]:
+        """Store a batch in parallel; results in input order, all durable."""
+        return self.store.put_many(chunks, skip_if=self._indexed)
+
+    def _indexed(self, cid: bytes) -> bool:
+        # Asked after the guard note and the cache lookup (see LocalStore.put):
+        # the order thur/pool/gc.py relies on.
+        return cid in self.index
 
     def retain(self, ids: Iterable[bytes]) -> None:
         """Declare references made without `put()` (copying a cartridge).
@@ -224,14 +247,27 @@ class TieredPool:
         with self._flush_lock:
             report = UploadReport()
             groups = self._plan(report, seal=seal)
-            futures = [self._executor.submit(self._upload_pack, g, report) for g in groups]
-            wait(futures)
+            futures = self._upload_all(groups, report)
             errors = [f.exception() for f in futures if f.exception() is not None]
             # Index whatever reached the bucket even if some packs failed.
             self._write_index(report, seal=seal)
             if errors:
                 raise errors[0]  # type: ignore[misc]
             return report
+
+    def _upload_all(
+        self, groups: list[list[tuple[bytes, int]]], report: UploadReport
+    ) -> list[Future[None]]:
+        """Upload the groups, at most `packs_in_flight` at a time; wait for all."""
+        todo = list(reversed(groups))
+        running: set[Future[None]] = set()
+        finished: list[Future[None]] = []
+        while todo or running:
+            while todo and len(running) < max(1, self.config.packs_in_flight):
+                running.add(self._executor.submit(self._upload_pack, todo.pop(), report))
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            finished.extend(done)
+        return finished
 
     def _held_bytes(self) -> int:
         with self._lock:

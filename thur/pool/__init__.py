@@ -6,7 +6,8 @@ Public API (other packages import only these names):
 - `StreamChunker`, `ChunkerParams` — FastCDC over a pushed stream (tape).
 - `FixedChunker` — fixed-size pages (volumes).
 - `Codec`, `CompressionPolicy`, `Compressor` — per-chunk zstd / lz4 / none.
-- `LocalStore`, `PoolConfig`, `PutResult`, `PoolStats`, `Recovery` — the cache.
+- `LocalStore`, `PoolConfig`, `PutResult`, `PoolStats`, `Recovery` — the cache
+  (`put`, or `submit` / `put_many` for parallel, group-committed ingest).
 - `Encoded` — a chunk as stored (codec, plaintext length, payload).
 - `Clock`, `SystemClock`, `ManualClock` — injected time (the last for tests).
 - `ChunkOwner` (Protocol), `MarkSet`, `RefGuard`, `LocalSweep`, `sweep_local` —

@@ -37,8 +37,17 @@ class Encoded:
     payload: bytes
 
 
+def header(enc: Encoded) -> bytes:
+    """The 16-byte header; the file is `header(enc) + enc.payload`."""
+    return HEADER.pack(MAGIC, VERSION, enc.codec, 0, enc.plain_len, len(enc.payload))
+
+
 def encode(enc: Encoded) -> bytes:
-    return HEADER.pack(MAGIC, VERSION, enc.codec, 0, enc.plain_len, len(enc.payload)) + enc.payload
+    return header(enc) + enc.payload
+
+
+def file_size(enc: Encoded) -> int:
+    return HEADER.size + len(enc.payload)
 
 
 def decode(chunk_id: bytes, raw: bytes) -> Encoded:

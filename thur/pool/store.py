@@ -9,9 +9,18 @@ On disk, under `data_dir`::
 Write order of one chunk (the invariant the recovery relies on):
 
 1. payload written to tmp/, fsync'd;
-2. renamed into chunks/…, the shard directory fsync'd;
-3. row inserted as *pinned* (not yet durable in the backend) and committed;
+2. renamed into chunks/…, the shard directory fsync'd (and, for a shard not
+   yet known durable, its parents);
+3. group commit (commit.py): the rows of every chunk that reached this point
+   are inserted as *pinned* (not yet durable in the backend) in one
+   transaction, committed;
 4. only then does `put()` return (the chunk is acknowledged).
+
+Steps 1-2 run in each writer's own thread, so concurrent writers (`submit()`,
+`put_many()`, or several threads calling `put()`) overlap their fsyncs and
+the file system's journal merges them; step 3 is one sqlite commit per
+batch instead of one per chunk. Hashing and compression also run in the
+writers' threads (BLAKE3 and zstd release the GIL).
 
 Later the uploader marks it *durable* (row update, committed) once its pack
 and index are in the backend; only durable chunks may be evicted, least
@@ -37,6 +46,7 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,10 +55,13 @@ from .chunkfile import Encoded
 from .chunkid import chunk_id
 from .clock import Clock, SystemClock
 from .codec import CompressionPolicy, Compressor
-from .errors import BackpressureTimeout, ChunkCorrupt, ChunkMissing
+from .commit import GroupCommit
+from .errors import ChunkCorrupt, ChunkMissing
 from .gc import RefGuard
 from .layout import ChunkFiles
 from .recovery import recover
+from .space import SpaceMixin
+from .submit import Data, SkipIf, Submitter, default_put_workers
 
 GiB = 1 << 30
 
@@ -84,6 +97,12 @@ class PoolConfig:
     poll_interval: float = 0.5  # re-check period while waiting (uploads notify too)
     fsync: bool = True
     compression: CompressionPolicy = field(default_factory=CompressionPolicy)
+    # submit()/put_many(): threads that hash, compress and write chunks (zstd
+    # and BLAKE3 release the GIL; extra threads cover fsync waits) ...
+    put_workers: int = field(default_factory=default_put_workers)
+    # ... and the most plaintext bytes accepted but not yet stored: bounds
+    # memory, and makes a fast producer wait (like backpressure, never drop).
+    submit_window: int = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +111,15 @@ class PutResult:
     plain_len: int
     stored: int  # bytes of the chunk file (0 when it was already present)
     new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """A durable chunk file under its final name whose row is not committed yet."""
+
+    cid: bytes
+    size: int
+    durable: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +138,7 @@ def _statvfs_free(path: Path) -> Callable[[], int]:
     return free
 
 
-class LocalStore:
+class LocalStore(SpaceMixin):
     """The warm cache. Thread-safe; one instance per data_dir."""
 
     def __init__(
@@ -157,14 +185,18 @@ class LocalStore:
             else:
                 self._pinned += size
         self.budget = self._initial_budget()
+        self._committer: GroupCommit[_Staged] = GroupCommit(self._commit_staged)
+        self._submitter = Submitter(config.put_workers, config.submit_window)
 
     # ---- public API -------------------------------------------------------
 
-    def put(self, data: bytes | bytearray | memoryview) -> PutResult:
-        """Store a chunk (pinned until uploaded). Dedups by id.
+    def put(self, data: Data, *, skip_if: SkipIf | None = None) -> PutResult:
+        """Store a chunk (pinned until uploaded); returns once it is durable. Dedups by id.
 
-        Blocks while the pool is full, up to `max_wait`, then raises
-        BackpressureTimeout.
+        `skip_if(cid)` true means "stored elsewhere already" (the tier passes
+        its pack index): the chunk is then not stored. Blocks while the pool
+        is full, up to `max_wait`, then raises BackpressureTimeout. Safe to
+        call from many threads: concurrent puts share one commit (see above).
         """
         cid = chunk_id(data)
         self.guard.note((cid,))  # before the dedup check: see gc.py
@@ -172,9 +204,33 @@ class LocalStore:
             if cid in self._sizes:
                 self._touch(cid)
                 return PutResult(cid, len(data), 0, False)
+        if skip_if is not None and skip_if(cid):
+            return PutResult(cid, len(data), 0, False)
         codec, payload = self.compressor.compress(data)
         stored = self.put_encoded(cid, Encoded(codec, len(data), payload), durable=False)
         return PutResult(cid, len(data), stored, stored > 0)
+
+    def submit(self, data: Data, *, skip_if: SkipIf | None = None) -> Future[PutResult]:
+        """`put()` on the pool's worker threads; the future resolves once durable.
+
+        Waits (does not fail) while `submit_window` bytes are in flight.
+        Results come back per chunk, in any order: a caller that needs stream
+        order keeps its futures in a queue (as the tape stream does).
+        """
+        return self._submitter.submit(self.put, data, skip_if)
+
+    def put_many(self, chunks: Iterable[Data], *, skip_if: SkipIf | None = None) -> list[PutResult]:
+        """Store many chunks in parallel; results in input order, all durable.
+
+        If any chunk fails, the first error is raised after every chunk has
+        finished; the others may be stored (a retry of the batch is harmless:
+        storage is by content).
+        """
+        futures = [self.submit(c, skip_if=skip_if) for c in chunks]
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
+        if errors:
+            raise errors[0]
+        return [f.result() for f in futures]
 
     def put_encoded(
         self, cid: bytes, enc: Encoded, *, durable: bool, max_wait: float | None = None
@@ -186,8 +242,8 @@ class LocalStore:
         which would rather not cache than stall a reader). Returns the bytes
         written, 0 when the chunk was already present.
         """
-        raw = chunkfile.encode(enc)
-        size = len(raw)
+        size = chunkfile.file_size(enc)
+        parts = (chunkfile.header(enc), enc.payload)
         wait = self.config.max_wait if max_wait is None else max_wait
         started = self.clock.monotonic()
         deadline = (started, started + wait)
@@ -195,37 +251,64 @@ class LocalStore:
             if not self._reserve(cid, size, deadline):
                 return 0
             try:
-                self._files.write(cid, raw)
+                dirs = self._files.stage(cid, parts)
                 break
             except BaseException as e:
-                with self._cond:
-                    self._inflight -= size
-                    self._writing.discard(cid)
-                    self._cond.notify_all()
+                self._release(cid, size)
                 if not isinstance(e, OSError) or e.errno != errno.ENOSPC:
                     raise
                 # The file system filled behind our back (another process):
                 # treat it like a full budget and wait for room, never ENOSPC.
                 self._wait_a_little(deadline, size)
+        try:
+            # fsync the directories in this writer's thread, so the fsyncs of
+            # concurrent writers overlap (the journal merges them) instead of
+            # queueing behind one leader; then the shared commit.
+            self._files.sync_dirs(dirs)
+            self._committer.commit(_Staged(cid, size, durable))
+        except BaseException:
+            # Not acknowledged: its row is not there, so the file is an orphan.
+            self._files.unlink(cid)
+            self._release(cid, size)
+            raise
+        return size
+
+    def _commit_staged(self, batch: list[_Staged]) -> None:
+        """Group-commit leader: the batch's rows in one transaction, then in-memory state."""
+        with self._cond:
+            rows = []
+            for st in batch:
+                self._seq += 1
+                rows.append((st.cid, st.size, int(st.durable), self._seq))
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT INTO chunks VALUES(?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            pinned = False
+            for st in batch:
+                self._inflight -= st.size
+                self._writing.discard(st.cid)
+                self._sizes[st.cid] = st.size
+                self._used += st.size
+                if st.durable:
+                    self._lru[st.cid] = None
+                else:
+                    self._pinned += st.size
+                    pinned = True
+            self._cond.notify_all()
+            listeners = list(self._listeners) if pinned else []
+        for notify in listeners:
+            notify()
+
+    def _release(self, cid: bytes, size: int) -> None:
         with self._cond:
             self._inflight -= size
             self._writing.discard(cid)
             self._cond.notify_all()
-            self._seq += 1
-            self._db.execute(
-                "INSERT INTO chunks VALUES(?, ?, ?, ?)", (cid, size, int(durable), self._seq)
-            )
-            self._sizes[cid] = size
-            self._used += size
-            if durable:
-                self._lru[cid] = None
-            else:
-                self._pinned += size
-            listeners = list(self._listeners)
-        if not durable:
-            for notify in listeners:
-                notify()
-        return size
 
     def get(self, cid: bytes) -> bytes:
         """Return the verified plaintext; ChunkMissing or ChunkCorrupt otherwise."""
@@ -328,84 +411,14 @@ class LocalStore:
         with self._cond:
             return PoolStats(len(self._sizes), self._used, self.budget, self._pinned)
 
+    def commit_stats(self) -> tuple[int, int]:
+        """(group commits run, chunks they committed) since open."""
+        return self._committer.batches, self._committer.items
+
     def close(self) -> None:
+        self._submitter.close()  # lets submitted puts finish first
         with self._cond:
             self._db.close()
-
-    # ---- space ------------------------------------------------------------
-
-    def _initial_budget(self) -> int:
-        if self.config.budget_bytes is not None:
-            return self.config.budget_bytes
-        auto = int((self._disk_free() + self._used) * self.config.auto_budget_fraction)
-        return max(self.config.min_budget_bytes, auto)
-
-    def _fits(self, size: int) -> bool:
-        if self._used + self._inflight + size > self.budget:
-            return False
-        return self._disk_free() - self._inflight - size >= self.config.disk_free_floor
-
-    def _reserve(self, cid: bytes, size: int, deadline: tuple[float, float]) -> bool:
-        """Reserve room for one file; False if the chunk appeared meanwhile.
-
-        Only one writer per id at a time: a second one waits for the first
-        and then finds the chunk present.
-        """
-        with self._cond:
-            while True:
-                if cid in self._sizes:
-                    return False
-                if cid in self._writing:
-                    self._cond.wait(self.config.poll_interval)
-                    continue
-                if not self._fits(size):
-                    self._evict_for(size)
-                if self._fits(size):
-                    self._inflight += size
-                    self._writing.add(cid)
-                    return True
-                self._wait_locked(deadline, size)
-
-    def _wait_a_little(self, deadline: tuple[float, float], size: int) -> None:
-        with self._cond:
-            self._evict_for(size)
-            self._wait_locked(deadline, size)
-
-    def _wait_locked(self, deadline: tuple[float, float], size: int) -> None:
-        started, until = deadline
-        now = self.clock.monotonic()
-        if now >= until:
-            raise BackpressureTimeout(size, now - started)
-        self._cond.wait(min(self.config.poll_interval, until - now))
-
-    def _evict_for(self, size: int) -> None:
-        victims: list[bytes] = []
-        freed = 0
-        over_budget = self._used + self._inflight + size - self.budget
-        under_floor = self.config.disk_free_floor - (self._disk_free() - self._inflight - size)
-        need = max(over_budget, under_floor)
-        for cid in self._lru:
-            if freed >= need:
-                break
-            victims.append(cid)
-            freed += self._sizes[cid]
-        if victims:
-            self._remove(victims)
-
-    def _remove(self, ids: list[bytes]) -> None:
-        # Row first, then file: a crash in between leaves an orphan file,
-        # which recovery sweeps, never a row pointing at nothing.
-        self._db.execute("BEGIN")
-        self._db.executemany("DELETE FROM chunks WHERE id = ?", [(c,) for c in ids])
-        self._db.execute("COMMIT")
-        for cid in ids:
-            size = self._sizes.pop(cid)
-            self._used -= size
-            if cid in self._lru:
-                del self._lru[cid]
-            else:
-                self._pinned -= size
-            self._files.unlink(cid)
 
     def _touch(self, cid: bytes) -> None:
         if cid in self._lru:

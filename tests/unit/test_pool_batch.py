@@ -1,0 +1,223 @@
+"""The batched write path: put_many / submit, group commit, and their guarantees."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool
+from thur.pool import (
+    BackpressureTimeout,
+    Codec,
+    CompressionPolicy,
+    LocalStore,
+    ManualClock,
+    PoolConfig,
+    chunk_id,
+)
+from thur.pool.commit import GroupCommit
+
+HEADER = 16
+
+
+def cfg(tmp: Path, **kw: object) -> PoolConfig:
+    base: dict[str, object] = dict(
+        data_dir=tmp / "pool",
+        budget_bytes=1 << 20,
+        disk_free_floor=0,
+        max_wait=10.0,
+        poll_interval=0.005,
+        compression=CompressionPolicy(Codec.NONE),
+        put_workers=4,
+    )
+    base.update(kw)
+    return PoolConfig(**base)  # type: ignore[arg-type]
+
+
+def blob(i: int, n: int = 1000) -> bytes:
+    return i.to_bytes(4, "big") * (n // 4)
+
+
+def test_put_many_in_order_durable_and_deduplicated(tmp_path: Path) -> None:
+    store = LocalStore(cfg(tmp_path, compression=CompressionPolicy(Codec.ZSTD)))
+    chunks = [blob(i % 7) for i in range(40)]  # duplicates inside one batch
+    results = store.put_many(chunks)
+    assert [r.chunk_id for r in results] == [chunk_id(c) for c in chunks]
+    assert sum(r.new for r in results) == 7  # each distinct chunk stored exactly once
+    assert store.stats().chunks == 7
+    batches, items = store.commit_stats()
+    assert items == 7 and batches <= 7
+    store.close()
+    again = LocalStore(cfg(tmp_path))  # every acknowledged chunk survived a reopen
+    assert again.recovery.orphans_swept == 0 and not again.recovery.lost_pinned
+    for c in chunks:
+        assert again.get(chunk_id(c)) == c
+    again.close()
+
+
+def test_concurrent_puts_share_commits(tmp_path: Path) -> None:
+    store = LocalStore(cfg(tmp_path))
+    slow = store._files.sync_dirs
+
+    def sync_slowly(dirs: object) -> None:
+        time.sleep(0.02)  # a slow disk: writers pile up behind the leader
+        slow(dirs)  # type: ignore[arg-type]
+
+    store._files.sync_dirs = sync_slowly  # type: ignore[method-assign]
+    threads = [threading.Thread(target=store.put, args=(blob(i),)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batches, items = store.commit_stats()
+    assert items == 16 and batches < 16
+    assert store.stats().chunks == 16
+    store.close()
+
+
+@pytest.mark.parametrize("where", ["directory fsync", "sqlite commit"])
+def test_failed_commit_fails_every_writer_of_the_batch_and_leaves_no_trace(
+    tmp_path: Path, where: str
+) -> None:
+    store = LocalStore(cfg(tmp_path))
+
+    def broken(_arg: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    if where == "directory fsync":
+        store._files.sync_dirs = broken  # type: ignore[method-assign]
+    else:
+        store._committer._commit_many = broken  # type: ignore[method-assign]
+    futures = [store.submit(blob(i)) for i in range(6)]
+    assert all(isinstance(f.exception(), OSError) for f in futures)
+    st = store.stats()
+    assert st.chunks == 0 and st.used_bytes == 0 and store._inflight == 0
+    leftovers = [f for _d, _s, files in os.walk(store.root / "chunks") for f in files]
+    assert leftovers == [] and not os.listdir(store.root / "tmp")
+    store._files.__dict__.pop("sync_dirs", None)  # the disk is back:
+    store._committer._commit_many = store._commit_staged  # the same chunks store fine
+    assert sum(r.new for r in store.put_many([blob(i) for i in range(6)])) == 6
+    store.close()
+
+
+def test_submit_keeps_backpressure_semantics(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = LocalStore(cfg(tmp_path, budget_bytes=2 * (1000 + HEADER)), clock=clock)
+    store.put_many([blob(1), blob(2)])  # full of pinned chunks, nothing evictable
+    fut = store.submit(blob(3))
+    time.sleep(0.05)
+    assert not fut.done()  # waiting for room, on the injected clock
+    clock.advance(10.0)
+    assert isinstance(fut.exception(timeout=2), BackpressureTimeout)
+    ok = store.submit(blob(4))
+    time.sleep(0.05)
+    store.mark_durable([chunk_id(blob(1))])  # an upload made room
+    assert ok.result(timeout=2).new
+    store.close()
+
+
+def test_submit_window_bounds_bytes_in_flight(tmp_path: Path) -> None:
+    store = LocalStore(cfg(tmp_path, submit_window=3000, put_workers=2))
+    gate = threading.Event()
+    real = store.put
+
+    def held_put(data: bytes, *, skip_if: object = None) -> object:
+        gate.wait(5)
+        return real(data)
+
+    store.put = held_put  # type: ignore[method-assign]
+    submitted: list[object] = []
+    producer = threading.Thread(
+        target=lambda: submitted.extend(store.submit(blob(i)) for i in range(10))
+    )
+    producer.start()
+    time.sleep(0.1)
+    assert producer.is_alive() and len(submitted) == 3  # the 4th waits in submit()
+    assert store._submitter.inflight <= 3000
+    gate.set()
+    producer.join(5)
+    assert not producer.is_alive()
+    store.close()  # waits for the submitted puts
+    assert store._submitter.inflight == 0
+
+
+def test_group_commit_batches_and_reports_errors() -> None:
+    seen: list[list[int]] = []
+    release = threading.Event()
+
+    def commit_many(items: list[int]) -> None:
+        seen.append(items)
+        if items == [0]:
+            release.wait(5)  # the first leader is slow: the rest queue behind it
+        if 13 in items:
+            raise ValueError("boom")
+
+    gc: GroupCommit[int] = GroupCommit(commit_many)
+    errors: dict[int, BaseException] = {}
+
+    def run(i: int) -> None:
+        try:
+            gc.commit(i)
+        except BaseException as e:  # noqa: BLE001
+            errors[i] = e
+
+    first = threading.Thread(target=run, args=(0,))
+    first.start()
+    time.sleep(0.05)
+    rest = [threading.Thread(target=run, args=(i,)) for i in range(1, 20)]
+    for t in rest:
+        t.start()
+    time.sleep(0.1)
+    release.set()
+    for t in [first, *rest]:
+        t.join(5)
+    assert sorted(i for batch in seen for i in batch) == list(range(20))
+    assert len(seen) < 20
+    bad = next(b for b in seen if 13 in b)
+    assert set(errors) == set(bad)
+
+
+def test_tier_submit_skips_chunks_the_bucket_has(tmp_path: Path) -> None:
+    (tmp_path / "bucket").mkdir()
+
+    def open_tier(sub: str) -> TieredPool:
+        store = LocalStore(cfg(tmp_path / sub))
+        return TieredPool(
+            store,
+            LocalBackend(tmp_path / "bucket"),
+            PackIndex(tmp_path / sub / "index.sqlite"),
+            TierConfig(pack_target=4096, workers=2),
+        )
+
+    a = open_tier("a")
+    ids = [r.chunk_id for r in a.put_many([blob(i) for i in range(5)])]
+    a.flush()
+    a.close()
+    b = open_tier("b")
+    b.sync_index()
+    results = [b.submit(blob(i)).result() for i in range(5)]
+    assert [r.chunk_id for r in results] == ids and not any(r.new for r in results)
+    assert b.store.stats().chunks == 0
+    assert [b.get(c) for c in ids] == [blob(i) for i in range(5)]
+    b.close()
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_put_workers_setting_is_honoured(tmp_path: Path, workers: int) -> None:
+    store = LocalStore(cfg(tmp_path, put_workers=workers))
+    names: set[str] = set()
+    real = store.put
+
+    def spy(data: bytes, *, skip_if: object = None) -> object:
+        names.add(threading.current_thread().name)
+        time.sleep(0.01)
+        return real(data)
+
+    store.put = spy  # type: ignore[method-assign]
+    store.put_many([blob(i) for i in range(12)])
+    assert 1 <= len(names) <= workers
+    store.close()
