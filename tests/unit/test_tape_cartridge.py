@@ -6,6 +6,7 @@ import gc
 import os
 import random
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,15 @@ class FlakyPool:
             self.fail -= 1
             raise BackpressureTimeout(len(data), 0.0)
         return self.inner.put(data)  # type: ignore[attr-defined]
+
+    def submit(self, data: bytes) -> Future[object]:
+        """Like the pool's: the failure waits in the future."""
+        fut: Future[object] = Future()
+        try:
+            fut.set_result(self.put(data))
+        except Exception as e:
+            fut.set_exception(e)
+        return fut
 
     def get(self, cid: bytes) -> bytes:
         return self.inner.get(cid)  # type: ignore[attr-defined]

@@ -35,7 +35,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
@@ -52,7 +51,7 @@ from thur.tape.errors import (
 from thur.tape.index import ChunkMap, RecordIndex, chunk_ids_from_file
 from thur.tape.manifest import Manifest, ManifestError, PartitionState, load_manifest
 from thur.tape.medium import MAX_PARTITIONS
-from thur.tape.stream import ChunkPool, InlineExecutor, PartitionStream
+from thur.tape.stream import ChunkPool, PartitionStream
 
 MANIFEST = "manifest.json"
 
@@ -83,13 +82,11 @@ class CartridgeState:
         path: Path,
         pool: ChunkPool,
         *,
-        executor: Executor | None = None,
-        max_inflight: int = 4,
+        max_inflight: int = 32,
         on_commit: Callable[[CartridgeState], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.pool = pool
-        self._executor = executor or InlineExecutor()
         self._max_inflight = max_inflight
         self._on_commit = on_commit
         self._lock = threading.RLock()
@@ -125,7 +122,7 @@ class CartridgeState:
         idx.low_water = min(idx.low_water, st.dirty_objects)
         cmap.low_water = min(cmap.low_water, st.dirty_chunks)
         stream = PartitionStream(
-            cmap, st.stream, self.pool, self._m.chunker, self._executor, self._max_inflight
+            cmap, st.stream, self.pool, self._m.chunker, self._max_inflight
         )
         return _Part(idx, stream, replace(st), min(st.replicated_stream, st.stream))
 

@@ -20,7 +20,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +67,7 @@ class CartridgeStore:
         pool: ChunkPool,
         *,
         chunker: ChunkerParams | None = None,
-        put_workers: int | None = None,
-        max_inflight: int = 4,
+        max_inflight: int = 32,
         replicate_delay: float = 5.0,
     ) -> None:
         self.root = Path(root)
@@ -79,9 +77,6 @@ class CartridgeStore:
         self.max_inflight = max_inflight
         self.replicate_delay = replicate_delay
         self.replicator = Replicator(pool) if isinstance(pool, TieredPool) else None
-        self._executor = ThreadPoolExecutor(
-            put_workers or os.cpu_count() or 2, thread_name_prefix="thur-tape-put"
-        )
         self._lock = threading.RLock()
         self._open: dict[str, Cartridge] = {}
         self._dirty_lock = threading.Lock()
@@ -139,7 +134,6 @@ class CartridgeStore:
             cart = Cartridge(
                 path,
                 self.pool,
-                executor=self._executor,
                 max_inflight=self.max_inflight,
                 on_commit=lambda c: self._mark_dirty(c.barcode),
             )
@@ -286,7 +280,6 @@ class CartridgeStore:
             self._open.clear()
         for cart in carts:
             cart.close()
-        self._executor.shutdown(wait=True)
         if replicate and self.replicator is not None:
             try:
                 self.replicate()

@@ -7,8 +7,9 @@ The bytes of all records of a partition form one stream, cut by
     [cmap.end, length)       `tail`: bytes of chunks still being stored
                              (`_inflight`) followed by the chunker's buffer
 
-Chunks are stored by an executor (the put workers) so that chunking the next
-record overlaps with hashing, compressing and fsyncing the previous chunk;
+Chunks are stored through `pool.submit` (the pool's put workers, which group-commit
+their fsyncs) so that chunking the next record overlaps with hashing, compressing
+and fsyncing the previous chunk;
 at most `max_inflight` are in flight. A failed put is retried synchronously
 by the next command, which fails *before* it accepts anything if the retry
 fails too: an acknowledged record is never dropped behind the host's back,
@@ -25,9 +26,9 @@ is what makes overwriting a committed chunk-map entry harmless.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future
-from typing import Any, Protocol
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Protocol
 
 from thur.pool import (
     BackpressureTimeout,
@@ -47,6 +48,7 @@ class ChunkPool(Protocol):
     """What a cartridge needs from the pool (`TieredPool` or a bare `LocalStore`)."""
 
     def put(self, data: bytes) -> PutResult: ...
+    def submit(self, data: bytes) -> Future[PutResult]: ...
     def get(self, cid: bytes) -> bytes: ...
 
 
@@ -59,18 +61,6 @@ def tape_error(e: BaseException) -> TapeError:
     if isinstance(e, (ChunkCorrupt, ChunkMissing)):
         return MediumCorrupt(str(e))
     return BackendFailure(f"{type(e).__name__}: {e}")
-
-
-class InlineExecutor(Executor):
-    """Runs each put at submit time; a failure waits in its future like a worker's."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        fut: Future[Any] = Future()
-        try:
-            fut.set_result(fn(*args, **kwargs))
-        except Exception as e:
-            fut.set_exception(e)
-        return fut
 
 
 class Tail:
@@ -122,14 +112,12 @@ class PartitionStream:
         length: int,
         pool: ChunkPool,
         params: ChunkerParams,
-        executor: Executor,
-        max_inflight: int = 4,
+        max_inflight: int = 32,
     ) -> None:
         self.cmap = cmap
         self.length = length
         self.pool = pool
         self.params = params
-        self.executor = executor
         self.max_inflight = max_inflight
         self._chunker = StreamChunker(params)
         self._tail = Tail()
@@ -168,7 +156,9 @@ class PartitionStream:
 
     def _submit(self, chunks: list[bytes]) -> None:
         for c in chunks:
-            self._inflight.append((c, self.executor.submit(self.pool.put, c)))
+            # The pool hashes, compresses and writes on its own workers, group-committing
+            # their fsyncs; the future resolves once the chunk is durable.
+            self._inflight.append((c, self.pool.submit(c)))
 
     def _make_room(self) -> None:
         self.drain()
