@@ -153,6 +153,10 @@ class TapeIO(TapeDriveBase):
         assert data_out is not None
         if fixed:
             records = [bytes(data_out[i : i + size]) for i in range(0, nbytes, size)]
+        elif isinstance(data_out.obj, bytes) and len(data_out.obj) == nbytes:
+            # The ring hands over a private copy (its gather): keep it, do not copy the
+            # record a second time (up to megabytes per command).
+            records = [data_out.obj]
         else:
             records = [bytes(data_out)]
         self._write_records(medium, records, fixed)

@@ -1,0 +1,479 @@
+"""VTL ingest benchmark: tape records through the TCMU ring into drives and the chunk pool.
+
+    .venv/bin/python bench/vtl_ingest.py [--size 1.0] [--seed 1] [--records 256k,1m]
+                                          [--drives 1,2] [--repeat 1] [--work DIR]
+                                          [--keep-data DIR] [--profile DIR]
+
+Per drive, a deterministic backup-like tape image of about `--size` GiB is made
+with bench/pool_ingest.py's generator (6 generations of a file tree: text,
+binaries, already-compressed data, edits and insertions between generations),
+written as pool_ingest's tar-like stream; drive k uses seed `seed + k`, so two
+drives never write the same bytes. The image is read through an mmap (page
+cache; it is read once before timing), so reading costs the same for everyone.
+
+Contenders, each in its own subprocess (peak RSS from `wait4`), with a fresh
+pool in a temp dir on the same disk as the images:
+
+- raw:     pool_ingest's raw ceiling (`child_raw`: StreamChunker + BLAKE3 + zstd
+           level 3 of each new chunk, one tight loop, nothing written) fed the
+           very records the drive gets, one generation at a time;
+- N drive: N threads, each with its own FakeKernel + Ring + TapeDrive and its own
+           cartridge from one CartridgeStore over one TieredPool, built exactly
+           as thurvtld builds them (thur/vtl/storage.py: LocalStore defaults,
+           fsync on, dedup on, zstd level 3, background uploader to a `local`
+           backend, cartridge replicator). Each thread queues one variable-mode
+           WRITE(6) with data-out at a time (st's queue depth), the ring runs it
+           through the engine, the fake kernel reaps the completion; a WRITE
+           FILEMARKS(1) ends each generation, the last one is the durability
+           point and is inside the timing. Uploads to the bucket go on in the
+           background and are not waited for ("+upload s": until they are).
+
+MB/s is per drive (its bytes / its time); "aggregate" is all drives' bytes over
+the slowest drive's time; "x raw" divides by the raw ceiling of the same
+records in the same round; "x 1 drive" divides the aggregate by the
+single-drive MB/s of the same round. Targets: >= 0.8 x raw per drive,
+>= 1.6 x single drive for two drives.
+
+`--profile DIR` runs each drive contender under `py-spy record --idle --threads`
+(wall time of every thread) and prints, per kind of thread, where its time goes
+by layer (py-spy: `.venv/bin/pip install py-spy`). "CPU seconds by thread" is
+printed for every drive run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pool_ingest  # noqa: E402 - the dataset generator and the raw ceiling
+
+MiB = 1 << 20
+GiB = 1 << 30
+GOOD = 0x00
+GENERATIONS = 6
+# pool_ingest's tree starts at 384 MiB x scale and grows ~2 % per generation.
+_LOGICAL_PER_SCALE = GENERATIONS * 384 * MiB * 1.06
+
+# ---- dataset ----------------------------------------------------------------
+
+
+def _size(text: str) -> int:
+    text = text.strip().lower()
+    mult = {"k": 1 << 10, "m": MiB, "g": GiB}.get(text[-1:], 1)
+    return int(text.rstrip("kmg")) * mult
+
+
+def make_image(out: Path, seed: int, size_gib: float) -> None:
+    """`out` (the tape image) and `out`.json (generation lengths) for one drive."""
+    if out.exists() and out.with_suffix(".json").exists():
+        return
+    trees = out.parent / f"trees-{seed}"
+    shutil.rmtree(trees, ignore_errors=True)
+    scale = size_gib * GiB / _LOGICAL_PER_SCALE
+    subprocess.run(
+        [sys.executable, pool_ingest.__file__, "--child", "gen", "--data", str(trees)]
+        + ["--seed", str(seed), "--scale", f"{scale:.4f}", "--generations", str(GENERATIONS)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    gens = sorted(trees.glob("gen*"), key=lambda p: int(p.name[3:]))
+    lengths = []
+    tmp = out.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        for g in gens:
+            n = 0
+            for record in pool_ingest.stream(g):
+                f.write(record)
+                n += len(record)
+            lengths.append(n)
+    shutil.rmtree(trees, ignore_errors=True)
+    os.replace(tmp, out)
+    out.with_suffix(".json").write_text(json.dumps({"seed": seed, "generations": lengths}))
+
+
+class Image:
+    """A tape image in the page cache: generations as (offset, length), records as bytes.
+
+    Records are `pread` from the page cache (one copy, like a socket read), not mapped:
+    a mapping would count the whole image in the process' RSS.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        lengths = json.loads(path.with_suffix(".json").read_text())["generations"]
+        self.generations: list[tuple[int, int]] = []
+        at = 0
+        for n in lengths:
+            self.generations.append((at, n))
+            at += n
+        self.size = at
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def records(self, gen: tuple[int, int], record: int):  # noqa: ANN201 - generator
+        """One generation in `record`-byte records (the last one may be short)."""
+        start, length = gen
+        end = start + length
+        fd = self.fd
+        for at in range(start, end, record):
+            yield os.pread(fd, min(record, end - at), at)
+
+    def warm(self) -> None:
+        """Read it once so every contender finds it in the page cache."""
+        for at in range(0, self.size, 64 * MiB):
+            os.pread(self.fd, 64 * MiB, at)
+
+
+# ---- contenders (each in its own subprocess: `--child raw|drives`) -----------
+
+
+def child_raw(work: Path, images: list[Path], record: int, drives: int) -> dict:
+    """pool_ingest's raw ceiling over the first image, in the drive's record size."""
+    del drives
+    image = Image(images[0])
+    image.warm()
+    # child_raw iterates `stream(g)` for g in gens: hand it our generations instead.
+    pool_ingest.stream = lambda gen: image.records(gen, record)
+    res = pool_ingest.child_raw(work, image.generations)  # type: ignore[arg-type]
+    return {"seconds": [res["seconds"]], "bytes": [image.size], "unique": res["unique"]}
+
+
+def child_drives(work: Path, images: list[Path], record: int, drives: int) -> dict:
+    from handlers.scsi import TapeDrive, tape_drive_identity
+    from handlers.tcmu.fake_kernel import FakeKernel
+    from handlers.tcmu.ring import Ring
+    from thur.vtl.storage import VtlStorage
+
+    imgs = [Image(images[k]) for k in range(drives)]
+    for img in imgs:
+        img.warm()
+    storage = VtlStorage(work / "data")
+    storage.start()
+    blocks = 64 * MiB // 4096  # thurvtld's default max_data_area_mb
+    lanes = []
+    for k in range(drives):
+        cart = storage.cartridges.create(f"BNC{k:03d}L8")
+        engine = TapeDrive(tape_drive_identity(f"BENCH{k:03d}"))
+        engine.load(cart)
+        fake = FakeKernel(data_blocks=blocks, poison=False)
+        ring = Ring(fake.map, engine, name=f"drive{k}")
+        lanes.append((fake, ring, engine))
+        for _ in range(4):  # TEST UNIT READY until the unit attentions (29/00, 28/00) are gone
+            if _command(fake, ring, bytes(6)) == GOOD:
+                break
+    seconds = [0.0] * drives
+    drive_cpu = [0.0] * drives
+    errors: list[BaseException] = []
+    start = threading.Barrier(drives + 1)
+
+    def run(k: int) -> None:
+        fake, ring, _engine = lanes[k]
+        img = imgs[k]
+        try:
+            start.wait()
+            t0 = time.perf_counter()
+            for gen in img.generations:
+                for rec in img.records(gen, record):
+                    n = len(rec)
+                    cdb = bytes((0x0A, 0, n >> 16, (n >> 8) & 0xFF, n & 0xFF, 0))
+                    _command(fake, ring, cdb, rec)
+                _command(fake, ring, bytes((0x10, 0, 0, 0, 1, 0)))  # WRITE FILEMARKS(1)
+            seconds[k] = time.perf_counter() - t0
+            drive_cpu[k] = time.thread_time()
+        except BaseException as e:  # reported by the parent
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,), name=f"drive{k}") for k in range(drives)]
+    for t in threads:
+        t.start()
+    start.wait()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    cpu = thread_cpu()
+    cpu["drive threads"] = sum(drive_cpu)
+    t1 = time.perf_counter()
+    storage.tier.flush()  # what the background uploader still had to do
+    upload = time.perf_counter() - t1
+    stats = [lane[2].stats for lane in lanes]
+    for _fake, ring, engine in lanes:
+        engine.unload()
+        ring.close()
+    storage.shutdown()
+    pool_bytes = sum(p.stat().st_size for p in (work / "data" / "bucket").rglob("*") if p.is_file())
+    return {
+        "seconds": seconds,
+        "bytes": [s.host_written for s in stats],
+        "upload": upload,
+        "bucket": pool_bytes,
+        "thread_cpu": cpu,
+    }
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of the live threads, by kind (name without its number)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: Counter[str] = Counter()
+    for t in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        kind = t.name.rstrip("0123456789").rstrip("_-")
+        out[kind] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return dict(out)
+
+
+def _command(fake: object, ring: object, cdb: bytes, data_out: object = None) -> int:
+    """Queue one command, let the handler run it, reap it; anything but GOOD is fatal."""
+    cmd_id = fake.submit(cdb, data_out=data_out)  # type: ignore[attr-defined]
+    ring.process()  # type: ignore[attr-defined]
+    done = fake.completions()[cmd_id]  # type: ignore[attr-defined]
+    if done.status != GOOD and cdb[0] != 0x00:
+        raise RuntimeError(f"cdb {cdb.hex()}: status {done.status:#x} sense {done.sense.hex()}")
+    return done.status
+
+
+CHILDREN = {"raw": child_raw, "drives": child_drives}
+
+
+# ---- measuring -------------------------------------------------------------------
+
+
+def run_child(
+    kind: str, work: Path, images: list[Path], record: int, drives: int, profile: Path | None
+) -> dict:
+    args = [__file__, "--child", kind, "--work", str(work), "--record", str(record)]
+    args += ["--drives", str(drives), "--images", ",".join(map(str, images))]
+    cmd = [sys.executable, *args]
+    out_path = None
+    if profile is not None and kind == "drives":
+        out_path = profile / f"{drives}drive-{record >> 10}k.txt"
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        spy_args = ["record", "--idle", "--threads", "--format", "raw", "-r", "200"]
+        cmd = [spy, *spy_args, "-o", str(out_path), "--", *cmd]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"{kind} failed ({proc.returncode}): {proc.stderr.decode()[-3000:]}")
+    out = proc.stdout
+    # py-spy writes its own messages to stdout too: the result is the last JSON line.
+    res = json.loads([ln for ln in out.decode().splitlines() if ln.startswith("{")][-1])
+    if out_path is not None:
+        res["profile"] = str(out_path)
+    return res
+
+
+def _child_main(args: argparse.Namespace) -> None:
+    images = [Path(p) for p in args.images.split(",")]
+    res = CHILDREN[args.child](args.work, images, args.record, args.drives)
+    ru = resource.getrusage(resource.RUSAGE_SELF)  # the child's own peak and CPU
+    res["rss"] = ru.ru_maxrss * 1024  # KiB on Linux
+    res["cpu"] = ru.ru_utime + ru.ru_stime
+    print(json.dumps(res), flush=True)
+
+
+def table(results: dict[str, dict], drive_counts: list[int]) -> str:
+    lines = [
+        "| record | contender | MB/s per drive | × raw | aggregate MB/s | × 1 drive "
+        "| CPU s | +upload s | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, r in results.items():
+        rec, name = key.split("/")
+        mbps = [b / s / 1e6 for b, s in zip(r["bytes"], r["seconds"], strict=True)]
+        agg = sum(r["bytes"]) / max(r["seconds"]) / 1e6
+        raw = results.get(f"{rec}/raw")
+        raw_mbps = raw["bytes"][0] / raw["seconds"][0] / 1e6 if raw else None
+        x_raw = " / ".join(f"{m / raw_mbps:.2f}" for m in mbps) if raw_mbps else "—"
+        single = results.get(f"{rec}/1 drive")
+        x_one = "—"
+        if single and name != "raw" and name != "1 drive":
+            x_one = f"{agg / (single['bytes'][0] / single['seconds'][0] / 1e6):.2f}"
+        upload = f"{r['upload']:.1f}" if "upload" in r else "—"
+        lines.append(
+            f"| {rec} | {name} | {' / '.join(f'{m:.0f}' for m in mbps)} | {x_raw} "
+            f"| {agg:.0f} | {x_one} | {r['cpu']:.1f} | {upload} | {r['rss'] / MiB:.0f} |"
+        )
+    del drive_counts
+    return "\n".join(lines)
+
+
+# py-spy frames look like "function (path/to/file.py:line)". A sample whose innermost
+# frame waits (lock, condition, queue, join) is charged to "wait: <who waits>", named by
+# the nearest project frame; any other sample to the first LAYERS rule that matches a
+# frame, innermost first. C calls (zstd, BLAKE3, FastCDC, fsync, sqlite) show as the
+# Python frame that makes them.
+WAITS = (
+    "Condition.wait",
+    "Event.wait",
+    "_wait_for_tstate_lock",
+    "Condition.__enter__",
+    "_worker (concurrent/futures/thread.py:81)",
+    "Semaphore.acquire",
+)
+LAYERS = [
+    ("pool: directory fsync", ("fsync_dir (",)),
+    ("pool: chunk file write + fsync + rename", ("ChunkFiles.stage (",)),
+    ("pool: sqlite commit (WAL fsync)", ("_commit_staged (", "sqlite")),
+    ("pool: zstd compress", ("Compressor.compress (",)),
+    ("pool: BLAKE3", ("chunk_id (",)),
+    ("uploader: verify (zstd decompress + BLAKE3)", ("Compressor.decompress (",)),
+    ("uploader: packs, bucket PUT + fsync, index", ("thur/cloud/", "thur/tape/replica.py")),
+    (
+        "pool: other",
+        (
+            "thur/pool/store.py",
+            "thur/pool/commit.py",
+            "thur/pool/submit.py",
+            "thur/pool/space.py",
+            "thur/pool/layout.py",
+            "thur/pool/chunkfile.py",
+        ),
+    ),
+    ("chunker: FastCDC scan", ("_final_spans (",)),
+    ("chunker: buffer copies", ("thur/pool/chunker.py",)),
+    (
+        "cartridge: index, chunk map, manifest",
+        ("thur/tape/index.py", "thur/tape/state.py", "thur/tape/manifest.py", "thur/fsutil.py"),
+    ),
+    ("cartridge: stream (tail, submit, map)", ("thur/tape/stream.py", "thur/tape/cartridge.py")),
+    ("engine: SSC dispatch, write_6 copy", ("handlers/scsi/",)),
+    ("ring: copy-out, gather copy, respond", ("handlers/tcmu/ring.py", "handlers/tcmu/command.py")),
+    ("fake kernel: data-out copy, reap", ("handlers/tcmu/fake",)),
+    ("bench: pread of the image", ("Image.records (",)),
+    ("setup / teardown", ("VtlStorage", "Image.warm", "importlib", "CartridgeStore.create")),
+]
+THREADS = [
+    ("drive", "drive threads"),
+    ("thur-tape-put", "cartridge put workers"),
+    ("thur-put", "pool put workers"), ("thur-pool", "pool workers"),
+    ("thur-io", "uploader workers"),
+    ("thur-upload", "uploader"),
+    ("thur-tape-replica", "replicator"),
+    ("MainThread", "main"),
+]
+
+
+def _owner(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        if any(k in frame for k in ("thur/", "handlers/", "bench/")):
+            return frame.split(" (")[0]
+    return "idle"
+
+
+def _layer(frames: list[str]) -> str:
+    if any(w in frames[-1] for w in WAITS):
+        owner = _owner(frames)
+        return "idle: no work" if owner in ("idle", "CartridgeStore._run") else f"wait: {owner}"
+    for frame in reversed(frames):
+        hit = next((name for name, keys in LAYERS if any(k in frame for k in keys)), None)
+        if hit:
+            return hit
+    return "other: interpreter, threading"
+
+
+def breakdown(path: Path, top: int = 9) -> str:
+    """Wall time per thread kind and layer, from a py-spy `--idle --threads` raw profile."""
+    per: dict[str, Counter[str]] = {}
+    seen: dict[str, set[str]] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if len(frames) < 2:
+            continue
+        head = frames[0]
+        kind = next((label for tag, label in THREADS if tag in head), "other threads")
+        per.setdefault(kind, Counter())[_layer(frames[1:])] += int(count)
+        seen.setdefault(kind, set()).add(head.split(")")[0])
+    out = []
+    for kind, layers in per.items():
+        total = sum(layers.values())
+        n = len(seen[kind])
+        shown = ", ".join(f"{name} {c / total:.0%}" for name, c in layers.most_common(top))
+        out.append(f"- {kind} ({n}): {shown}")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--size", type=float, default=1.0, help="GiB of tape image per drive")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--records", default="256k,1m", help="record sizes")
+    ap.add_argument("--drives", default="1,2", help="drive counts (child: how many)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds, contenders interleaved")
+    ap.add_argument("--work", type=Path, help="parent of the temp dir (same disk as the pool)")
+    ap.add_argument("--keep-data", type=Path, help="generate images into / reuse this dir")
+    ap.add_argument("--profile", type=Path, help="py-spy profiles of the drive runs go here")
+    ap.add_argument("--child")
+    ap.add_argument("--record", type=int)
+    ap.add_argument("--images")
+    args = ap.parse_args()
+    if args.child:
+        args.drives = int(args.drives)
+        _child_main(args)
+        return
+
+    counts = [int(x) for x in args.drives.split(",")]
+    records = [_size(x) for x in args.records.split(",")]
+    root = Path(tempfile.mkdtemp(prefix="thur-vtl-bench-", dir=args.work))
+    try:
+        data = args.keep_data or root / "images"
+        data.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        images = [data / f"tape-{args.seed + k}-{args.size:g}g.img" for k in range(max(counts))]
+        for k, img in enumerate(images):
+            make_image(img, args.seed + k, args.size)
+        sizes = [img.stat().st_size / GiB for img in images]
+        print(
+            f"images: {', '.join(f'{s:.2f}' for s in sizes)} GiB, seeds {args.seed}.."
+            f"{args.seed + len(images) - 1} ({time.perf_counter() - t:.0f} s to make or find)",
+            file=sys.stderr,
+        )
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        for rnd in range(args.repeat):
+            results: dict[str, dict] = {}
+            for record in records:
+                label = f"{record >> 10} KiB" if record < MiB else f"{record >> 20} MiB"
+                plan = [("raw", 1)] + [("drives", n) for n in counts]
+                for kind, n in plan:
+                    work = root / f"run-{rnd}-{kind}-{n}-{record}"
+                    work.mkdir()
+                    res = run_child(kind, work, images[: max(n, 1)], record, n, args.profile)
+                    shutil.rmtree(work, ignore_errors=True)
+                    name = "raw" if kind == "raw" else f"{n} drive" + ("s" if n > 1 else "")
+                    results[f"{label}/{name}"] = res
+                    print(f"round {rnd + 1}: {label} {name} done", file=sys.stderr)
+            print(f"\nround {rnd + 1} of {args.repeat}\n{table(results, counts)}", flush=True)
+            print("\nCPU seconds by thread, up to the last filemark (main: setup too):")
+            for key, res in results.items():
+                if "thread_cpu" in res:
+                    parts = sorted(res["thread_cpu"].items(), key=lambda kv: -kv[1])
+                    print(f"- {key}: " + ", ".join(f"{k} {v:.1f}" for k, v in parts if v >= 0.05))
+            if args.profile:
+                for key, res in results.items():
+                    if "profile" in res:
+                        print(
+                            f"\nprofile {key} (round {rnd + 1})\n{breakdown(Path(res['profile']))}",
+                            flush=True,
+                        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
