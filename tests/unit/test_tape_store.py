@@ -199,3 +199,28 @@ def test_small_chunker_params_are_pinned_in_the_manifest(tmp_path: Path) -> None
     other = CartridgeStore(tmp_path / "tapes", make_tier(tmp_path))  # default chunker
     assert other.open("PIN001L8").chunker_params == SMALL_CHUNKS
     other.shutdown(replicate=False)
+
+
+
+def test_blank_and_filemark_only_cartridges_replicate_and_restore(tmp_path: Path) -> None:
+    """A partition with no records (blank, or only filemarks) must not block publishing
+    the cartridge: it once raised KeyError('index') and never reached the bucket."""
+    tier = make_tier(tmp_path)
+    store = make_store(tmp_path, tier=tier)
+    store.create("BLANK1L8")
+    store.create("MARKS1L8").write_filemarks(2)
+    store.replicate()
+    store.shutdown()
+    tier.close()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    tier2 = make_tier(fresh)
+    tier2.backend = LocalBackend(tmp_path / "bucket", fsync=False)
+    tier2.sync_index()
+    store2 = make_store(fresh, tier=tier2)
+    assert sorted(store2.restore_all()) == ["BLANK1L8", "MARKS1L8"]
+    marks = store2.open("MARKS1L8")
+    assert [marks.read(), marks.read()] == [None, None]
+    assert marks.position().eod
+    store2.shutdown(replicate=False)
+    tier2.close()

@@ -115,9 +115,10 @@ class Replicator:
             for kind, size in KINDS.items():
                 per, count = SEGMENT_ENTRIES[kind], counts[kind]
                 nseg = -(-count // per)
-                keep = old.get(kind, [])[: min(nseg, dirty[kind] // per)]
-                if dirty[kind] >= count and len(old.get(kind, [])) == nseg:
-                    keep = old[kind]
+                published = old.get(kind, [])  # none yet: first publish, or an empty list
+                keep = published[: min(nseg, dirty[kind] // per)]
+                if dirty[kind] >= count and len(published) == nseg:
+                    keep = published
                 keys = list(keep)
                 for seg in range(len(keys), nseg):
                     start, stop = seg * per, min(count, (seg + 1) * per)
