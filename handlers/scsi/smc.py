@@ -210,6 +210,9 @@ def _volume_tag(barcode: str | None) -> bytes:
     return VOLUME_TAG.pack(barcode.encode("ascii", "replace")[:32].ljust(32, b" "), 0)
 
 
+BARCODE_ATTRIBUTE = 0x0806
+
+
 class MediumChanger(ScsiDevice):
     """The library's medium changer logical unit."""
 
@@ -289,6 +292,37 @@ class MediumChanger(ScsiDevice):
             raise ScsiError.cdb(8, 0)  # INVERT: our transport cannot rotate media
         self._check_transport(cdb)
         self._check_element(struct.unpack_from(">H", cdb, 4)[0])
+
+    @command(Op.READ_ATTRIBUTE,
+             usage(0x8C, 0x1F, 0xFF, 0xFF, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+                   0x01))
+    def read_attribute(self, cdb: bytes, data_out: DataOut) -> bytes:
+        """Medium attributes as the library knows them, for the cartridge in the element
+        at bytes 2-3 (SMC-3): the barcode (0806h). The full MAM is read through a drive.
+        An empty element has no attributes."""
+        sa = cdb[1] & 0x1F
+        if sa not in (0x00, 0x01, 0x05):  # values, attribute list, supported attributes
+            raise ScsiError.cdb(1, 4)
+        address = struct.unpack_from(">H", cdb, 2)[0]
+        first = struct.unpack_from(">H", cdb, 8)[0]
+        alloc = struct.unpack_from(">I", cdb, 10)[0]
+        self._check_element(address)
+        status = self._model_call(lambda: self.model.status(address))
+        attrs: dict[int, bytes] = {}
+        if status.full and status.barcode:
+            # 0806h BARCODE: ASCII, 32 bytes, left-aligned, space-padded (SPC-4).
+            attrs[BARCODE_ATTRIBUTE] = status.barcode.encode("ascii")[:32].ljust(32)
+        if sa == 0x05:
+            body = b"".join(struct.pack(">H", i) for i in (BARCODE_ATTRIBUTE,) if i >= first)
+        elif sa == 0x01:
+            body = b"".join(struct.pack(">H", i) for i in sorted(attrs) if i >= first)
+        else:
+            body = b"".join(
+                struct.pack(">HBH", i, 0x80 | 0x01, len(v)) + v  # read-only, ASCII
+                for i, v in sorted(attrs.items())
+                if i >= first
+            )
+        return allocation(struct.pack(">I", len(body)) + body, alloc)
 
     @command(Op.MOVE_MEDIUM, usage(0xA5, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0))
     def move_medium(self, cdb: bytes, data_out: DataOut) -> None:

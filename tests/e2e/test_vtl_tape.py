@@ -670,6 +670,15 @@ def test_sg3_utils_on_drive_and_changer(lib: Library) -> None:
     wait_online(node)
     barcode = kit.sh(f"sg_read_attr -f 0x0806 {sg}").stdout
     assert re.search(r"Barcode: SGU001L8\s*$", barcode, re.M)
+    # The changer answers READ ATTRIBUTE per element (SMC-3): the barcode of the
+    # cartridge in that element; the robot element holds none.
+    kit.sh(f"sg_read_attr {ch}")
+    address = slot["location"]["address"]
+    lib.daemon.cli("changer unload 0")
+    on_changer = kit.sh(f"sg_read_attr -E {address} -f 0x0806 {ch}").stdout
+    assert re.search(r"Barcode: SGU001L8\s*$", on_changer, re.M)
+    kit.sh(f"mtx -f {ch} load {slot['location']['number']} 0")
+    wait_online(node)
 
     # REPORT SUPPORTED OPERATION CODES: all-commands and one-command forms.
     missing = SSC_OPCODES - opcodes(sg)

@@ -277,3 +277,25 @@ def test_persistent_library_model_behind_the_changer_lu(tmp_path) -> None:
     assert [(e.address, e.barcode, e.source) for e in every if e.full] == [
         (0x100, "ABC001L8", 0x400)]
     assert every[1].device_id.endswith(b"TD00000000")
+
+
+def test_read_attribute_reports_the_barcode_of_an_element() -> None:
+    changer, model, _ = library()
+    slot = model.layout.storage.first
+    model.insert(slot, "ABC123L8")
+
+    def read(sa: int, address: int, first: int = 0) -> bytes:
+        cdb = struct.pack(">BBHxxxxHIxx", 0x8C, sa, address, first, 4096)
+        resp = changer.execute(cdb, None)
+        assert resp.status == 0, sense_code(resp)
+        return bytes(resp.data)
+
+    values = read(0x00, slot)
+    assert struct.unpack_from(">I", values)[0] == len(values) - 4
+    ident, flags, length = struct.unpack_from(">HBH", values, 4)
+    assert (ident, flags & 0x80, length) == (0x0806, 0x80, 32)  # read-only
+    assert values[9:].rstrip() == b"ABC123L8"
+    assert read(0x00, model.layout.storage.first + 1) == bytes(4)  # empty slot
+    assert read(0x05, 0)[4:] == b"\x08\x06"  # supported attributes
+    resp = changer.execute(struct.pack(">BBHxxxxHIxx", 0x8C, 0, 0xFFFE, 0, 64), None)
+    assert sense_code(resp)[0] == 0x05  # no such element
