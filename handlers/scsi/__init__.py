@@ -1,6 +1,7 @@
 """SCSI device emulations: pure command engines, one object per logical unit."""
 
 from handlers.scsi.engine import CHECK_CONDITION, GOOD, LogicalUnit, Response
+from handlers.scsi.sbc import DiskLimits, Resolver, ThinDisk, thin_disk_identity
 from handlers.scsi.sense import FieldPointer, ScsiError, Sense, SenseData, SenseKey, parse_sense
 from handlers.scsi.smc import (
     ChangerError,
@@ -37,6 +38,7 @@ __all__ = [
     "ChangerModel",
     "DestinationFull",
     "DeviceIdentity",
+    "DiskLimits",
     "DriveLink",
     "ElementLayout",
     "ElementRange",
@@ -50,6 +52,7 @@ __all__ = [
     "Medium",
     "MediumChanger",
     "RemovalPrevented",
+    "Resolver",
     "Response",
     "ScsiDevice",
     "ScsiError",
@@ -61,7 +64,9 @@ __all__ = [
     "TapeDrive",
     "TapeError",
     "TapePosition",
+    "ThinDisk",
     "changer_identity",
     "parse_sense",
     "tape_drive_identity",
+    "thin_disk_identity",
 ]

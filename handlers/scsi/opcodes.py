@@ -61,6 +61,34 @@ class Op(IntEnum):
     EXCHANGE_MEDIUM = 0xA6
     SECURITY_PROTOCOL_OUT = 0xB5
     READ_ELEMENT_STATUS = 0xB8
+    # Direct-access block devices (SBC-3). Opcodes shared with the tape drive or the
+    # changer (1Bh, 34h, 91h, 04h) become aliases of the names above.
+    FORMAT_UNIT = 0x04
+    START_STOP_UNIT = 0x1B
+    READ_CAPACITY_10 = 0x25
+    READ_10 = 0x28
+    WRITE_10 = 0x2A
+    WRITE_AND_VERIFY_10 = 0x2E
+    VERIFY_10 = 0x2F
+    PRE_FETCH_10 = 0x34
+    SYNCHRONIZE_CACHE_10 = 0x35
+    WRITE_SAME_10 = 0x41
+    UNMAP = 0x42
+    EXTENDED_COPY = 0x83
+    RECEIVE_COPY_RESULTS = 0x84
+    READ_16 = 0x88
+    COMPARE_AND_WRITE = 0x89
+    WRITE_16 = 0x8A
+    WRITE_AND_VERIFY_16 = 0x8E
+    VERIFY_16 = 0x8F
+    PRE_FETCH_16 = 0x90
+    SYNCHRONIZE_CACHE_16 = 0x91
+    WRITE_SAME_16 = 0x93
+    SERVICE_ACTION_IN_16 = 0x9E
+    READ_12 = 0xA8
+    WRITE_12 = 0xAA
+    WRITE_AND_VERIFY_12 = 0xAE
+    VERIFY_12 = 0xAF
 
 
 class MaintenanceIn(IntEnum):
@@ -71,6 +99,21 @@ class MaintenanceIn(IntEnum):
     REPORT_SUPPORTED_OPERATION_CODES = 0x0C
     REPORT_SUPPORTED_TMFS = 0x0D
     REPORT_TIMESTAMP = 0x0F
+
+
+class ServiceActionIn16(IntEnum):
+    """Service actions of SERVICE ACTION IN(16) (9Eh) on a block device."""
+
+    READ_CAPACITY_16 = 0x10
+    GET_LBA_STATUS = 0x12
+
+
+class CopyResults(IntEnum):
+    """Service actions of RECEIVE COPY RESULTS (84h) and EXTENDED COPY (83h), LID1."""
+
+    EXTENDED_COPY_LID1 = 0x00
+    COPY_STATUS = 0x00
+    OPERATING_PARAMETERS = 0x03
 
 
 def group_cdb_length(opcode: int) -> int | None:

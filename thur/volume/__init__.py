@@ -1,0 +1,2 @@
+"""Thin volumes: the `Volume` contract (protocol.py) and its errors; the pool-backed
+implementation lands separately."""
