@@ -19,9 +19,10 @@ from thur.pool import (
     PoolConfig,
     chunk_id,
 )
+from thur.pool.chunkfile import HEADER_V2_LEN
 from thur.pool.commit import GroupCommit
 
-HEADER = 16
+HEADER = HEADER_V2_LEN  # chunk file header size
 
 
 def cfg(tmp: Path, **kw: object) -> PoolConfig:

@@ -23,8 +23,9 @@ from thur.pool import (
     PoolConfig,
     chunk_id,
 )
+from thur.pool.chunkfile import HEADER_V2_LEN
 
-HEADER = 16  # chunk file header size
+HEADER = HEADER_V2_LEN  # chunk file header size
 
 
 def cfg(tmp: Path, **kw: object) -> PoolConfig:
@@ -164,8 +165,8 @@ def test_disk_free_floor_and_auto_budget(tmp_path: Path) -> None:
         disk_free=lambda: free[0],
     )
     assert store.budget == 50_000
-    store.put(blob(1))  # 100_000 - 1016 >= 98_000
-    free[0] -= 1016
+    store.put(blob(1))  # 100_000 - (1000 + HEADER) >= 98_000
+    free[0] -= 1000 + HEADER
     with pytest.raises(BackpressureTimeout):
         store.put(blob(2))  # would cross the floor, nothing evictable
     floor_store = LocalStore(
@@ -200,7 +201,7 @@ def test_eviction_never_drops_an_unuploaded_chunk(tmp_path_factory, ops) -> None
                 if store.put(blob(i)).new:
                     pinned.add(cid)
             except BackpressureTimeout:
-                assert store.stats().pinned_bytes + 1016 > store.budget
+                assert store.stats().pinned_bytes + 1000 + HEADER > store.budget
         elif op == "u":
             for c, _ in store.pending()[:2]:
                 pinned.discard(c)

@@ -66,7 +66,9 @@ class TierConfig:
     index_batch_packs: int = 8
     workers: int = field(default_factory=default_workers)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    verify_before_upload: bool = True  # never make a corrupt cache file durable
+    # Never make a corrupt cache file durable: seal check, or decode + BLAKE3
+    # for files the pool did not seal itself (LocalStore.read_checked).
+    verify_before_upload: bool = True
     idle_flush: float = 5.0  # background uploader: ship a partial pack after this
     # Packs being built or PUT at once. Each holds up to ~2 x pack_target of
     # memory, so this (not `workers`, which downloads share) bounds the
@@ -308,13 +310,12 @@ class TieredPool:
             builder = PackBuilder()
             for cid, _stored in group:
                 try:
-                    enc = self.store.read_encoded(cid)
                     if self.config.verify_before_upload:
-                        plain = self.store.compressor.decompress(
-                            cid, enc.codec, enc.payload, enc.plain_len
-                        )
-                        if chunk_id(plain) != cid:
-                            raise ChunkCorrupt(cid, "BLAKE3 mismatch before upload")
+                        # Seal check for files this pool wrote from hashed
+                        # plaintext, decode + BLAKE3 for any other (chunkfile.py).
+                        enc = self.store.read_checked(cid)
+                    else:
+                        enc = self.store.read_encoded(cid)
                 except ChunkMissing:
                     continue  # swept by GC since it was planned: nothing to upload
                 except ChunkCorrupt as e:

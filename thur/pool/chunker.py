@@ -17,7 +17,7 @@ the bytes from the chunk's start up to the cut (at most `max_size` bytes), so
 a chunk is final once either its cut lies before the end of the buffered data
 (the cut was found by the hash, not by running out of data) or it is exactly
 `max_size` long. Only the trailing, not-yet-final chunk is carried over to
-the next feed. Memory is bounded by about `2 * max_size + max_size`.
+the next feed. Memory: one buffer of `2 * max_size + max_size`, allocated once.
 """
 
 from __future__ import annotations
@@ -74,22 +74,30 @@ class StreamChunker:
     def __init__(self, params: ChunkerParams | None = None) -> None:
         self.params = params or ChunkerParams()
         self._cdc = self.params.make()
-        self._buf = bytearray()
         # Scan only once this much is buffered: each scan re-reads the carried
         # tail (< max_size), so waiting for 2 * max_size keeps the re-scan
         # cost at most about half of the bytes fed.
         self._scan_at = 2 * self.params.max_size
+        # One buffer allocated once: pieces are copied in at `_n`, chunks are
+        # copied out as bytes, and after a scan the carried tail (< max_size)
+        # is moved to the front. A growing bytearray with `del buf[:n]`
+        # re-allocated and copied the whole buffer several times per scan.
+        self._buf = bytearray(self._scan_at + self.params.max_size)
+        self._n = 0
         self.offset = 0  # stream offset of the first buffered byte
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Add bytes to the stream; return the chunks that are now final."""
         out: list[bytes] = []
         view = memoryview(data).cast("B")
-        step = self.params.max_size
-        # Append in slices so a huge piece never makes the buffer huge.
-        for start in range(0, len(view), step):
-            self._buf += view[start : start + step]
-            if len(self._buf) >= self._scan_at:
+        pos, total = 0, len(view)
+        while pos < total:
+            # Fill up to the scan threshold (never past the buffer's end).
+            take = min(total - pos, self._scan_at - self._n)
+            self._buf[self._n : self._n + take] = view[pos : pos + take]
+            self._n += take
+            pos += take
+            if self._n >= self._scan_at:
                 out.extend(self._cut(final=False))
         return out
 
@@ -100,18 +108,20 @@ class StreamChunker:
         return out
 
     def _cut(self, *, final: bool) -> list[bytes]:
-        buf = self._buf
-        with memoryview(buf) as view:
+        n = self._n
+        with memoryview(self._buf) as whole, whole[:n] as view:
             spans = self._final_spans(view, final)
             chunks = [bytes(view[a:b]) for a, b in spans]
-        consumed = spans[-1][1] if spans else 0
-        del buf[:consumed]
+            consumed = spans[-1][1] if spans else 0
+            if consumed:
+                whole[: n - consumed] = view[consumed:n]  # memmove of the tail
+        self._n = n - consumed
         self.offset += consumed
         return chunks
 
     def _final_spans(self, view: memoryview, final: bool) -> list[tuple[int, int]]:
         # Kept in its own frame so pyfastcdc's iterator and Chunk objects (which
-        # hold views into the buffer) are gone before the buffer is resized.
+        # hold views into the buffer) are gone before the buffer is rewritten.
         end = len(view)
         max_size = self.params.max_size
         spans: list[tuple[int, int]] = []

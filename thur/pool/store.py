@@ -198,6 +198,11 @@ class LocalStore(SpaceMixin):
         is full, up to `max_wait`, then raises BackpressureTimeout. Safe to
         call from many threads: concurrent puts share one commit (see above).
         """
+        if type(data) is not bytes:
+            # Hash and compress one immutable copy: a caller changing its
+            # buffer meanwhile must not leave a payload that decodes to
+            # something other than what the id hashes (the file is SEALED).
+            data = bytes(data)
         cid = chunk_id(data)
         self.guard.note((cid,))  # before the dedup check: see gc.py
         with self._cond:
@@ -207,7 +212,9 @@ class LocalStore(SpaceMixin):
         if skip_if is not None and skip_if(cid):
             return PutResult(cid, len(data), 0, False)
         codec, payload = self.compressor.compress(data)
-        stored = self.put_encoded(cid, Encoded(codec, len(data), payload), durable=False)
+        enc = Encoded(codec, len(data), payload)
+        # SEALED: this payload was produced here from the plaintext just hashed to cid.
+        stored = self._store(cid, enc, durable=False, sealed=True, max_wait=None)
         return PutResult(cid, len(data), stored, stored > 0)
 
     def submit(self, data: Data, *, skip_if: SkipIf | None = None) -> Future[PutResult]:
@@ -240,10 +247,16 @@ class LocalStore(SpaceMixin):
         `durable=True` is for chunks fetched from the backend. `max_wait`
         overrides the configured backpressure wait (0 for read-cache fills,
         which would rather not cache than stall a reader). Returns the bytes
-        written, 0 when the chunk was already present.
+        written, 0 when the chunk was already present. The file is not
+        SEALED (chunkfile.py): `read_checked` decodes and re-hashes it.
         """
+        return self._store(cid, enc, durable=durable, sealed=False, max_wait=max_wait)
+
+    def _store(
+        self, cid: bytes, enc: Encoded, *, durable: bool, sealed: bool, max_wait: float | None
+    ) -> int:
         size = chunkfile.file_size(enc)
-        parts = (chunkfile.header(enc), enc.payload)
+        parts = (chunkfile.header(enc, sealed=sealed), enc.payload)
         wait = self.config.max_wait if max_wait is None else max_wait
         started = self.clock.monotonic()
         deadline = (started, started + wait)
@@ -329,6 +342,32 @@ class LocalStore(SpaceMixin):
         except FileNotFoundError:
             raise ChunkMissing(cid) from None  # evicted between lookup and read
         return chunkfile.decode(cid, raw)
+
+    def read_checked(self, cid: bytes) -> Encoded:
+        """The stored encoding, verified to be the payload of the id's plaintext.
+
+        For the uploader: a SEALED v2 file whose seal matches is exactly the
+        payload this pool produced from plaintext it hashed to `cid`, so only
+        the seal (BLAKE3 of the payload) is checked. Any other file (v1,
+        unsealed) is decoded and its plaintext re-hashed. ChunkCorrupt if
+        either check fails, ChunkMissing if it is gone.
+        """
+        with self._cond:
+            if cid not in self._sizes:
+                raise ChunkMissing(cid)
+        try:
+            raw = self._files.read(cid)
+        except FileNotFoundError:
+            raise ChunkMissing(cid) from None
+        parsed = chunkfile.parse(cid, raw)
+        enc = parsed.enc
+        if parsed.seal is not None and not parsed.seal_ok():
+            raise ChunkCorrupt(cid, "chunk file seal (BLAKE3 of the payload) does not match")
+        if not parsed.flags & chunkfile.SEALED:
+            plain = self.compressor.decompress(cid, enc.codec, enc.payload, enc.plain_len)
+            if chunk_id(plain) != cid:
+                raise ChunkCorrupt(cid, "BLAKE3 of the plaintext does not match the id")
+        return enc
 
     def contains(self, cid: bytes) -> bool:
         with self._cond:
