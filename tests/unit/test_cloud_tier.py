@@ -153,6 +153,27 @@ def test_single_flight_download(tmp_path: Path, backend: Recording) -> None:
     assert results == [chunk(7)] * 5 and backend.calls["get"] == 1
 
 
+def test_prefetch_reads_ahead_in_the_background(tmp_path: Path, backend: Recording) -> None:
+    """Read-ahead: prefetched chunks arrive without a reader waiting, each fetched once,
+    and a later get() is served from the local cache."""
+    tier = make(tmp_path, "a", backend)
+    ids = [tier.put(chunk(i)).chunk_id for i in range(4)]
+    tier.flush()
+    for cid in ids:
+        tier.store.discard(cid)
+    backend.calls.clear()
+    tier.prefetch(ids)
+    tier.prefetch(ids)  # a second read-ahead of the same chunks is not a second GET
+    deadline = time.monotonic() + 10
+    while not all(tier.store.contains(c) for c in ids):
+        assert time.monotonic() < deadline, "prefetch did not bring the chunks in"
+        time.sleep(0.01)
+    fetched = backend.calls["get"]
+    assert 1 <= fetched <= len(ids)
+    assert [tier.get(c) for c in ids] == [chunk(i) for i in range(4)]
+    assert backend.calls["get"] == fetched
+
+
 def test_corrupt_cache_copy_is_refetched_if_durable(tmp_path: Path, backend: Recording) -> None:
     tier = make(tmp_path, "a", backend)
     durable = tier.put(chunk(1)).chunk_id

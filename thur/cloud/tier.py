@@ -174,6 +174,8 @@ class TieredPool:
                 self._executor.submit(self._prefetch_one, cid)
 
     def _prefetch_one(self, cid: bytes) -> None:
+        if self.store.contains(cid):  # an earlier read-ahead or reader got it meanwhile
+            return
         try:
             self._single_flight(cid)
         except Exception as e:  # a later get() reports it to the reader
@@ -188,7 +190,9 @@ class TieredPool:
         if not leader:
             return fut.result()
         try:
-            data = self._fetch(cid)
+            # A leader that finished just before we registered has already cached it.
+            cached = self._cached(cid)
+            data = cached if cached is not None else self._fetch(cid)
         except BaseException as e:
             fut.set_exception(e)
             raise
@@ -198,6 +202,12 @@ class TieredPool:
         finally:
             with self._lock:
                 del self._fetching[cid]
+
+    def _cached(self, cid: bytes) -> bytes | None:
+        try:
+            return self.store.get(cid)
+        except (ChunkMissing, ChunkCorrupt):
+            return None
 
     def _fetch(self, cid: bytes) -> bytes:
         for attempt in range(2):
