@@ -6,6 +6,8 @@ cartridge state of `ssc_base.TapeDriveBase`:
 - `ssc_pages.TapePages`: mode pages (block descriptor, 0Fh, 10h, 10h/01h, 11h), log pages
   (0Ch, 17h, 1Bh, 2Eh), FORMAT MEDIUM and SET CAPACITY;
 - `ssc_mam.TapeAttributes`: READ/WRITE ATTRIBUTE (MAM);
+- `ssc_crypto.TapeCrypto`: tape data encryption (SECURITY PROTOCOL 20h pages, AES-256-GCM
+  sealing of records);
 - this module: identity, REWIND, LOAD UNLOAD, READ BLOCK LIMITS, REPORT DENSITY SUPPORT and
   SECURITY PROTOCOL IN/OUT.
 Storage errors of the cartridge become sense in one place, `TapeDriveBase.tape_sense`.
@@ -39,6 +41,7 @@ from handlers.scsi.ssc_base import (
     MediumRemovalPrevented,
     TapeAlert,
 )
+from handlers.scsi.ssc_crypto import PROTOCOL_TDE, TapeCrypto
 from handlers.scsi.ssc_io import TapeIO
 from handlers.scsi.ssc_mam import TapeAttributes
 from handlers.scsi.ssc_pages import TapePages
@@ -59,10 +62,10 @@ BLOCK_LIMITS = struct.Struct(">B3sH")
 SUPPORTED_PROTOCOLS = struct.Struct(">6xH")
 """SECURITY PROTOCOL IN 00h/0000h header: 6 reserved, list length; protocol bytes follow."""
 
-SECURITY_PROTOCOLS = bytes([0x00])  # only the "supported protocols" information protocol
+SECURITY_PROTOCOLS = bytes([0x00, PROTOCOL_TDE])  # information; tape data encryption
 
 
-class TapeDrive(TapeIO, TapePages, TapeAttributes):
+class TapeDrive(TapeIO, TapePages, TapeAttributes, TapeCrypto):
     """An LTO-8 tape drive logical unit."""
 
     TAPEALERT_SUPPORTED = frozenset(TapeAlert)
@@ -154,9 +157,11 @@ class TapeDrive(TapeIO, TapePages, TapeAttributes):
         alloc = struct.unpack_from(">I", cdb, 6)[0]
         if cdb[4] & 0x80:  # INC_512: lengths in 512-byte units are not supported
             raise ScsiError.cdb(4, 7)
-        if protocol not in SECURITY_PROTOCOLS:  # 20h tape data encryption: not (yet)
+        if protocol not in SECURITY_PROTOCOLS:
             raise ScsiError.cdb(1, 7)
-        if specific == 0x0000:  # supported security protocols list
+        if protocol == PROTOCOL_TDE:
+            body = self.tde_in_page(specific)
+        elif specific == 0x0000:  # supported security protocols list
             body = SUPPORTED_PROTOCOLS.pack(len(SECURITY_PROTOCOLS)) + SECURITY_PROTOCOLS
         elif specific == 0x0001:  # certificate data: none
             body = struct.pack(">xxH", 0)
@@ -167,8 +172,13 @@ class TapeDrive(TapeIO, TapePages, TapeAttributes):
     @command(Op.SECURITY_PROTOCOL_OUT,
              usage(0xB5, 0xFF, 0xFF, 0xFF, 0x80, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0), data_out=True)
     def security_protocol_out(self, cdb: bytes, data_out: DataOut) -> None:
-        # Protocol 00h is information only (IN); no protocol takes data from the host.
-        raise ScsiError.cdb(1, 7)
+        # Protocol 00h is information only (IN): only 20h takes data from the host.
+        if cdb[1] != PROTOCOL_TDE:
+            raise ScsiError.cdb(1, 7)
+        if cdb[4] & 0x80:  # INC_512
+            raise ScsiError.cdb(4, 7)
+        self.tde_out(struct.unpack_from(">H", cdb, 2)[0], data_out,
+                     struct.unpack_from(">I", cdb, 6)[0])
 
 
 def _density_fields(d: Density) -> dict[str, object]:

@@ -211,6 +211,16 @@ class TapeDriveBase(ScsiDevice):
     def on_unload(self) -> None:
         """Hook for mixins: the cartridge left the drive."""
 
+    def seal_record(self, record: bytes) -> tuple[bytes, bool]:
+        """Hook for the encryption mixin (ssc_crypto): the bytes to store for a host
+        record, and whether they are sealed (`Medium.write(..., encrypted=)`)."""
+        return record, False
+
+    def open_record(self, record: bytes, encrypted: bool, *, info: int, data: bytes) -> bytes:
+        """Hook for the encryption mixin: the host's bytes of a record read from the
+        cartridge, or a ScsiError (with `info` and the short `data`) when it cannot be."""
+        return record
+
     # ---- readiness -------------------------------------------------------------------
 
     def check_ready(self) -> None:

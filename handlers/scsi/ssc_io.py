@@ -93,10 +93,15 @@ class TapeIO(TapeDriveBase):
             raise ScsiError.cdb(1, 0)
 
     def _next_object(self, medium: Medium, residue: int, done: bytes = b"") -> bytes | None:
+        """The next record as the host sees it (decrypted), or None for a filemark."""
         try:
-            return medium.read()
+            record = medium.read()
+            encrypted = record is not None and medium.last_read_encrypted()
         except TapeError as err:
             raise self.tape_sense(err, info=residue, data=done) from err
+        if record is None:
+            return None
+        return self.open_record(record, encrypted, info=residue, data=done)
 
     def _count_read(self, nbytes: int, host: bool) -> None:
         self.stats.records_read += 1
@@ -164,8 +169,10 @@ class TapeIO(TapeDriveBase):
     def _write_records(self, medium: Medium, records: list[bytes], fixed: bool) -> None:
         early_warning = False
         for index, record in enumerate(records):
+            stored, sealed = self.seal_record(record)
             try:
-                early_warning = medium.write(record)
+                early_warning = (medium.write(stored, encrypted=True) if sealed
+                                 else medium.write(stored))
             except TapeError as err:
                 residue = len(records) - index if fixed else len(record)
                 raise self.tape_sense(err, info=residue) from err

@@ -86,6 +86,31 @@ class MediumContract:
         m.write_filemarks(0)
         assert m.position().object_id == 1
 
+    def test_encrypted_flag_is_kept_per_record(self) -> None:
+        m = self.make()
+        assert m.last_read_encrypted() is False
+        m.write(b"plain")
+        m.write(b"sealed" * 100, encrypted=True)
+        m.write_filemarks(1)
+        m.write(b"again", encrypted=False)
+        assert m.next_encrypted() is None  # at EOD
+        m.locate(0, 0)
+        assert m.next_encrypted() is False
+        assert m.read() == b"plain" and m.last_read_encrypted() is False
+        assert m.next_encrypted() is True
+        assert m.position().object_id == 1  # asking does not move
+        assert m.read() == b"sealed" * 100 and m.last_read_encrypted() is True
+        assert m.partition_used(0) == 5 + 600 + 5  # the flag takes no capacity
+        assert m.next_encrypted() is None  # a filemark
+        assert m.read() is None and m.last_read_encrypted() is False
+        assert m.read() == b"again" and m.last_read_encrypted() is False
+        # Overwriting an encrypted record with a plain one drops the flag.
+        m.locate(0, 1)
+        m.write(b"now plain")
+        m.locate(0, 1)
+        assert m.next_encrypted() is False
+        assert m.read() == b"now plain" and not m.last_read_encrypted()
+
     # -- positioning ---------------------------------------------------------------
 
     def test_locate_and_past_eod(self) -> None:

@@ -231,13 +231,13 @@ def test_cleaning_cartridge_and_tapealert() -> None:
 # ---- SECURITY PROTOCOL -------------------------------------------------------------------
 
 
-def test_security_protocol_in_lists_protocol_zero_only() -> None:
+def test_security_protocol_in_lists_protocols() -> None:
     d = drive()
     data = ok(run(d, 0xA2, 0x00, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
-    assert data == bytes(6) + b"\x00\x01\x00"
+    assert data == bytes(6) + b"\x00\x02\x00\x20"  # 20h: see test_scsi_ssc_crypto
     assert ok(run(d, 0xA2, 0x00, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0)) == bytes(4)
     assert len(ok(run(d, 0xA2, 0x00, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0))) == 4
-    for cdb in ([0xA2, 0x20, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],  # tape data encryption: no
+    for cdb in ([0xA2, 0x21, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],  # an unsupported protocol
                 [0xA2, 0x00, 0, 2, 0, 0, 0, 0, 1, 0, 0, 0],
                 [0xA2, 0x00, 0, 0, 0x80, 0, 0, 0, 1, 0, 0, 0]):
         assert code(run(d, *cdb)) == Sense.INVALID_FIELD_IN_CDB

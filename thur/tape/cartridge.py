@@ -19,7 +19,7 @@ from thur.tape.errors import (
     VolumeOverflow,
     WormViolation,
 )
-from thur.tape.index import KIND_FILEMARK
+from thur.tape.index import KIND_ENCRYPTED, KIND_FILEMARK, KIND_RECORD
 from thur.tape.medium import (
     HOST_ATTRIBUTE_FIRST,
     HOST_ATTRIBUTE_LAST,
@@ -120,7 +120,20 @@ class Cartridge(CartridgeState):
             offset, _fm, length, kind = part.idx.entry(self._pos)
             data = None if kind == KIND_FILEMARK else part.stream.read(offset, length)
             self._pos += 1
+            self._last_encrypted = kind == KIND_ENCRYPTED
             return data
+
+    def last_read_encrypted(self) -> bool:
+        with self._lock:
+            return self._last_encrypted
+
+    def next_encrypted(self) -> bool | None:
+        with self._lock:
+            idx = self._cur.idx
+            if self._pos >= idx.count:
+                return None
+            kind = idx.entry(self._pos)[3]
+            return None if kind == KIND_FILEMARK else kind == KIND_ENCRYPTED
 
     def _prepare_write(self, nbytes: int) -> None:
         self._check_writable()
@@ -135,12 +148,12 @@ class Cartridge(CartridgeState):
         cap = self._capacity()
         return self._cur.stream.length >= cap - early_warning_margin(cap)
 
-    def write(self, record: bytes) -> bool:
+    def write(self, record: bytes, *, encrypted: bool = False) -> bool:
         with self._lock:
             self._prepare_write(len(record))
             part = self._cur
             part.stream.append(record)  # may refuse (Backpressure) before accepting
-            part.idx.append_record(len(record))
+            part.idx.append_record(len(record), KIND_ENCRYPTED if encrypted else KIND_RECORD)
             self._pos += 1
             return self._beyond_early_warning()
 

@@ -15,8 +15,12 @@ Record index, `p<n>.index`, version 1 (`RECORD`, little-endian, 24 bytes)::
                                     for a filemark, the stream length before it
     8       8     filemarks_before  filemarks among the objects before this one
     16      4     length            record bytes (0 for a filemark)
-    20      1     kind              0 record, 1 filemark
+    20      1     kind              0 record, 1 filemark, 2 encrypted record
     21      3     reserved          0
+
+Kind 2 was added without a version bump: it only appears in cartridges written
+by a drive with data encryption on, and every older entry (0 or 1) means what
+it always meant.
 
 Chunk map, `p<n>.chunks`, version 1 (`CHUNK`, little-endian, 64 bytes)::
 
@@ -48,6 +52,7 @@ RECORD = struct.Struct("<QQIB3x")
 CHUNK = struct.Struct("<QI4x32s16x")
 KIND_RECORD = 0
 KIND_FILEMARK = 1
+KIND_ENCRYPTED = 2  # a record written with `encrypted=True` (opaque to the cartridge)
 SPILL_BYTES = 256 * 1024  # pending entries are written (not synced) past this
 _BLOCK_ENTRIES = 256  # entries read per cache block
 
@@ -179,8 +184,8 @@ class RecordIndex(EntryFile):
     def entry(self, i: int) -> tuple[int, int, int, int]:
         return RECORD.unpack(self.raw(i))  # type: ignore[return-value]
 
-    def append_record(self, length: int) -> None:
-        self.append(RECORD.pack(self.stream_end, self.filemarks, length, KIND_RECORD))
+    def append_record(self, length: int, kind: int = KIND_RECORD) -> None:
+        self.append(RECORD.pack(self.stream_end, self.filemarks, length, kind))
         self.stream_end += length
 
     def append_filemarks(self, count: int) -> None:

@@ -120,11 +120,26 @@ class Medium(Protocol):
         past it. At EOD raises EndOfData and does not move."""
         ...
 
-    def write(self, record: bytes) -> bool:
+    def last_read_encrypted(self) -> bool:
+        """Whether the record the last successful `read()` returned was written with
+        `encrypted=True` (False after a filemark, and before any read)."""
+        ...
+
+    def next_encrypted(self) -> bool | None:
+        """The encrypted flag of the object at the position, without moving: None when it
+        is a filemark or the position is at EOD."""
+        ...
+
+    def write(self, record: bytes, *, encrypted: bool = False) -> bool:
         """Write a record at the position, discarding every object after it (refused on
         WORM unless at EOD: WormViolation). Returns True when the partition is beyond
         early warning after the write. A record that does not fit raises VolumeOverflow
-        and is not written. WriteProtected when the cartridge is write protected."""
+        and is not written. WriteProtected when the cartridge is write protected.
+
+        `encrypted` is an opaque per-record flag kept with the record (the drive seals
+        encrypted records itself; the medium stores the bytes as given, their length is
+        what capacity counts) and reported back by `last_read_encrypted()` /
+        `next_encrypted()`."""
         ...
 
     def write_filemarks(self, count: int) -> bool:

@@ -29,6 +29,12 @@ from thur.tape.medium import (
 Obj = bytes | None  # a record, or None for a filemark
 
 
+class _Sealed(bytes):
+    """A record written with `encrypted=True` (a bytes subclass: it reads back as bytes)."""
+
+    __slots__ = ()
+
+
 class MemoryCartridge:
     def __init__(
         self,
@@ -48,6 +54,7 @@ class MemoryCartridge:
         self._pos = 0
         self._loads = 0
         self._attrs: dict[int, bytes] = {}
+        self._last_encrypted = False
         self.flushes = 0
 
     # -- identity and geometry -----------------------------------------------------
@@ -155,7 +162,17 @@ class MemoryCartridge:
             raise EndOfData("end of data")
         obj = objs[self._pos]
         self._pos += 1
-        return obj
+        self._last_encrypted = isinstance(obj, _Sealed)
+        return None if obj is None else bytes(obj)
+
+    def last_read_encrypted(self) -> bool:
+        return self._last_encrypted
+
+    def next_encrypted(self) -> bool | None:
+        objs = self._objs
+        if self._pos == len(objs) or objs[self._pos] is None:
+            return None
+        return isinstance(objs[self._pos], _Sealed)
 
     def _prepare_write(self, nbytes: int) -> None:
         if self.write_protected_flag:
@@ -172,9 +189,9 @@ class MemoryCartridge:
         cap = self._capacities[self._partition]
         return self.partition_used(self._partition) >= cap - early_warning_margin(cap)
 
-    def write(self, record: bytes) -> bool:
+    def write(self, record: bytes, *, encrypted: bool = False) -> bool:
         self._prepare_write(len(record))
-        self._objs.append(bytes(record))
+        self._objs.append(_Sealed(record) if encrypted else bytes(record))
         self._pos += 1
         return self._beyond_early_warning()
 

@@ -97,6 +97,7 @@ class CartridgeState:
         self._parts = [self._open_part(i, st) for i, st in enumerate(self._m.partitions)]
         self._drop_files_from(len(self._parts))
         self._partition = self._pos = 0
+        self._last_encrypted = False  # flag of the record the last read returned
         self._epoch = 0  # bumped by every commit that cuts committed objects
         self._replicating: list[tuple[int, int]] | None = None
         self._closed = False
