@@ -62,13 +62,19 @@ def test_put_many_in_order_durable_and_deduplicated(tmp_path: Path) -> None:
 
 def test_concurrent_puts_share_commits(tmp_path: Path) -> None:
     store = LocalStore(cfg(tmp_path))
-    slow = store._files.sync_dirs
+    committer = store._committer
+    first_commit = committer._commit_many
 
-    def sync_slowly(dirs: object) -> None:
-        time.sleep(0.02)  # a slow disk: writers pile up behind the leader
-        slow(dirs)  # type: ignore[arg-type]
+    def slow_leader(batch: list[object]) -> None:
+        # A slow disk: the first leader's commit lasts until the other writers have
+        # queued behind it (bounded), so they must share the following commits.
+        deadline = time.monotonic() + 10
+        while len(committer._queue) < 15 - len(batch) + 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        committer._commit_many = first_commit
+        first_commit(batch)
 
-    store._files.sync_dirs = sync_slowly  # type: ignore[method-assign]
+    committer._commit_many = slow_leader  # type: ignore[method-assign]
     threads = [threading.Thread(target=store.put, args=(blob(i),)) for i in range(16)]
     for t in threads:
         t.start()
