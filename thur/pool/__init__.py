@@ -13,7 +13,7 @@ Public API (other packages import only these names):
 - `ChunkOwner` (Protocol), `MarkSet`, `RefGuard`, `LocalSweep`, `sweep_local` —
   liveness and the local half of GC (`thur.cloud.GarbageCollector` runs it).
 - Errors: `PoolError`, `ChunkCorrupt`, `ChunkMissing`, `BackpressureTimeout`,
-  `PoolStateError`.
+  `PoolStateError`; `as_model_error` maps them to a model's typed errors.
 """
 
 from .chunker import ChunkerParams, FixedChunker, StreamChunker
@@ -21,7 +21,14 @@ from .chunkfile import Encoded
 from .chunkid import CHUNK_ID_LEN, chunk_id, parse_chunk_id
 from .clock import Clock, ManualClock, SystemClock
 from .codec import Codec, CompressionPolicy, Compressor
-from .errors import BackpressureTimeout, ChunkCorrupt, ChunkMissing, PoolError, PoolStateError
+from .errors import (
+    BackpressureTimeout,
+    ChunkCorrupt,
+    ChunkMissing,
+    PoolError,
+    PoolStateError,
+    as_model_error,
+)
 from .gc import ChunkOwner, LocalSweep, MarkSet, RefGuard, sweep_local
 from .recovery import Recovery
 from .store import LocalStore, PoolConfig, PoolStats, PutResult
@@ -52,6 +59,7 @@ __all__ = [
     "RefGuard",
     "StreamChunker",
     "SystemClock",
+    "as_model_error",
     "chunk_id",
     "parse_chunk_id",
     "sweep_local",

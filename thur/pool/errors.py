@@ -6,6 +6,8 @@ nothing here knows about SCSI.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 
 class PoolError(Exception):
     """Base class of every error the pool raises on purpose."""
@@ -46,3 +48,26 @@ class BackpressureTimeout(PoolError):
 
 class PoolStateError(PoolError):
     """The pool's durable state is inconsistent in a way it cannot repair itself."""
+
+
+E = TypeVar("E", bound=Exception)
+
+
+def as_model_error(
+    e: BaseException,
+    base: type[E],
+    *,
+    backpressure: type[E],
+    corrupt: type[E],
+    failure: type[E],
+) -> E:
+    """How a model (tape, volume) turns a pool or disk failure into its own typed
+    error: one of its own passes through, a full cache becomes `backpressure`, a
+    bad or missing chunk `corrupt`, anything else `failure` (named by its type)."""
+    if isinstance(e, base):
+        return e
+    if isinstance(e, BackpressureTimeout):
+        return backpressure(str(e))
+    if isinstance(e, (ChunkCorrupt, ChunkMissing)):
+        return corrupt(str(e))
+    return failure(f"{type(e).__name__}: {e}")

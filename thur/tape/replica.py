@@ -27,26 +27,19 @@ after 3, leftovers are swept by the next run's step 5.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from blake3 import blake3
-
-from thur.cloud import AlreadyExists, NotFound, TieredPool
-from thur.fsutil import atomic_write_json, fsync_dir
+from thur.cloud import NotFound
+from thur.replica import SegmentReplicator
+from thur.replica import load_replica as _load_replica
 from thur.tape.cartridge import MANIFEST, Cartridge
 from thur.tape.errors import BackendFailure, MediumCorrupt
 from thur.tape.index import CHUNK, RECORD, chunk_ids_in, read_entries
 from thur.tape.manifest import Manifest
 
-T = TypeVar("T")
-REPLICA = "replica.json"
 PREFIX = "tapes/"
 KINDS = {"index": RECORD.size, "chunks": CHUNK.size}
 # About 3 MiB / 4 MiB per segment: a few PUTs per GiB of metadata, and a
@@ -54,31 +47,16 @@ KINDS = {"index": RECORD.size, "chunks": CHUNK.size}
 SEGMENT_ENTRIES = {"index": 131072, "chunks": 65536}
 
 
-def manifest_key(barcode: str) -> str:
-    return f"{PREFIX}{barcode}/manifest.json"
-
-
-def segment_key(barcode: str, partition: int, kind: str, seg: int, data: bytes) -> str:
-    return f"{PREFIX}{barcode}/p{partition}/{kind}/{seg:08d}-{blake3(data).hexdigest()}"
-
-
 def load_replica(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / REPLICA).read_bytes())
-    except FileNotFoundError:
-        return {"generation": -1, "segments": []}
+    return _load_replica(path, [])
 
 
-class Replicator:
+class Replicator(SegmentReplicator):
     """Publishes committed cartridge states to the tier's backend."""
 
-    def __init__(self, tier: TieredPool) -> None:
-        self.tier = tier
-        self.backend = tier.backend
-        self._lock = threading.Lock()  # one replication at a time (background + on demand)
-
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        return self.tier.config.retry.call(fn, self.tier.clock.sleep, what)
+    prefix = PREFIX
+    backend_failure = BackendFailure
+    corrupt = MediumCorrupt
 
     def pending(self, cart: Cartridge) -> bool:
         return load_replica(cart.path)["generation"] != cart.generation
@@ -128,92 +106,43 @@ class Replicator:
                     if kind == "chunks":
                         skip = max(0, dirty[kind] - start) * size
                         self._ensure_durable(list(chunk_ids_in(data[skip:])))
-                    key = segment_key(bc, n, kind, seg, data)
+                    key = self.segment_key(bc, f"p{n}/{kind}", seg, data)
                     self._put_once(key, data)
                     keys.append(key)
                 part[kind] = keys
             segments.append(part)
         if cart.epoch() != snap.epoch:
             return False  # committed objects were cut meanwhile: retry from the new state
-        doc = dict(snap.manifest, segments=segments, segment_entries=SEGMENT_ENTRIES)
-        body = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
-        self._call(lambda: self.backend.put(manifest_key(bc), body), manifest_key(bc))
-        atomic_write_json(
-            cart.path / REPLICA, {"generation": snap.generation, "segments": segments}
+        self._publish_manifest(
+            bc,
+            cart.path,
+            snap.manifest,
+            snap.generation,
+            segments,
+            SEGMENT_ENTRIES,
+            {k for part in segments for keys in part.values() for k in keys},
         )
-        self._sweep(bc, {k for part in segments for keys in part.values() for k in keys})
         return True
-
-    def _ensure_durable(self, ids: list[bytes]) -> None:
-        index = self.tier.index
-        missing = [c for c in dict.fromkeys(ids) if c not in index]
-        if missing:
-            self.tier.flush()
-            still = [c for c in missing if c not in index]
-            if still:
-                raise BackendFailure(f"{len(still)} chunks are not in the bucket yet")
-
-    def _put_once(self, key: str, data: bytes) -> None:
-        def put() -> None:
-            with contextlib.suppress(AlreadyExists):
-                self.backend.put(key, data, if_absent=True)
-
-        self._call(put, key)
-
-    def _sweep(self, barcode: str, keep: set[str]) -> None:
-        keep = keep | {manifest_key(barcode)}
-        stale = [o.key for o in self.backend.list(f"{PREFIX}{barcode}/") if o.key not in keep]
-        for key in stale:
-            self._call(lambda k=key: self.backend.delete(k), key)
 
     # ---- the bucket as the source of truth ------------------------------------------
 
-    def barcodes(self) -> Iterator[str]:
-        """Cartridges with a manifest in the bucket."""
-        for o in self.backend.list(PREFIX):
-            parts = o.key.split("/")
-            if len(parts) == 3 and parts[2] == "manifest.json":
-                yield parts[1]
-
-    def exists(self, barcode: str) -> bool:
-        try:
-            self._call(lambda: self.backend.head(manifest_key(barcode)), barcode)
-        except NotFound:
-            return False
-        return True
-
     def restore(self, barcode: str, dest: Path) -> None:
         """Rebuild a cartridge directory at `dest` from the bucket (dest must not exist)."""
-        key = manifest_key(barcode)
-        doc = json.loads(self._call(lambda: self.backend.get(key), key))
+        doc = self._get_manifest(barcode)
         manifest = Manifest.from_json(doc)  # validates format and version
-        tmp = dest.with_name(f".restore-{dest.name}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for n, part in enumerate(doc["segments"]):
-            for kind in KINDS:
-                with open(tmp / f"p{n}.{kind}", "wb") as f:
-                    for skey in part[kind]:
-                        data = self._call(lambda k=skey: self.backend.get(k), skey)
-                        if blake3(data).hexdigest() != skey.rsplit("-", 1)[1]:
-                            raise MediumCorrupt(f"{skey}: bytes do not match the key")
-                        f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-        for p in manifest.partitions:  # the bucket holds all of it
-            p.dirty_objects, p.dirty_chunks, p.replicated_stream = p.objects, p.chunks, p.stream
-        atomic_write_json(
-            tmp / REPLICA, {"generation": manifest.generation, "segments": doc["segments"]}
-        )
-        atomic_write_json(tmp / MANIFEST, manifest.to_json())
-        os.rename(tmp, dest)
-        fsync_dir(dest.parent)
 
-    def delete(self, barcode: str) -> None:
-        """Manifest first, so a half-deleted cartridge is never restorable."""
-        key = manifest_key(barcode)
-        self._call(lambda: self.backend.delete(key), key)
-        self._sweep(barcode, set())
+        def fill(tmp: Path) -> None:
+            for n, part in enumerate(doc["segments"]):
+                for kind in KINDS:
+                    with open(tmp / f"p{n}.{kind}", "wb") as f:
+                        for skey in part[kind]:
+                            f.write(self._get_segment(skey))
+                        f.flush()
+                        os.fsync(f.fileno())
+            for p in manifest.partitions:  # the bucket holds all of it
+                p.dirty_objects, p.dirty_chunks, p.replicated_stream = p.objects, p.chunks, p.stream
+
+        self._restore_dir(dest, doc, manifest, MANIFEST, fill)
 
     def stale_ids(self, cart_path: Path, dirty_chunks: list[int]) -> Iterator[bytes]:
         """Chunk ids the bucket's copy references from chunk-map entries that have changed

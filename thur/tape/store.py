@@ -14,18 +14,14 @@ a background replicator that publishes committed cartridges to the bucket
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from thur.cloud import TieredPool
-from thur.fsutil import fsync_dir
 from thur.pool import ChunkerParams
+from thur.replicated_store import ReplicatedStore
 from thur.tape.cartridge import MANIFEST, Cartridge
 from thur.tape.index import chunk_ids_from_file
 from thur.tape.manifest import (
@@ -54,12 +50,18 @@ class UnknownCartridge(CartridgeStoreError, KeyError):
     """No cartridge with this barcode, locally or in the bucket."""
 
 
-class CartridgeStore:
+class CartridgeStore(ReplicatedStore[Cartridge, float]):
     """Creates, opens, lists and deletes cartridges; replicates them to the bucket.
 
     Thread-safe. One open `Cartridge` per barcode: `open()` returns the same object
     until `close(barcode)`.
     """
+
+    kind = "cartridge"
+    thread_name = "thur-tape-replica"
+    manifest_file = MANIFEST
+    unknown = UnknownCartridge
+    log = log
 
     def __init__(
         self,
@@ -70,24 +72,13 @@ class CartridgeStore:
         max_inflight: int = 32,
         replicate_delay: float = 5.0,
     ) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.pool = pool
+        replicator = Replicator(pool) if isinstance(pool, TieredPool) else None
+        super().__init__(root, pool, replicator, replicate_delay)
+        self.replicator: Replicator | None
         self.chunker = chunker or ChunkerParams()
         self.max_inflight = max_inflight
-        self.replicate_delay = replicate_delay
-        self.replicator = Replicator(pool) if isinstance(pool, TieredPool) else None
-        self._lock = threading.RLock()
-        self._open: dict[str, Cartridge] = {}
-        self._dirty_lock = threading.Lock()
-        # barcode -> time of its first unpublished commit: a cartridge committing
-        # all the time is still published every `replicate_delay` seconds.
-        self._dirty: dict[str, float] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        for leftover in self.root.glob(".*-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        # `_dirty`: barcode -> time of its first unpublished commit: a cartridge
+        # committing all the time is still published every `replicate_delay` seconds.
 
     # ---- cartridges ----------------------------------------------------------------
 
@@ -111,12 +102,9 @@ class CartridgeStore:
                 worm=worm,
                 cleaning=label.cleaning,
             )
-            tmp = self.root / f".create-{barcode}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            Cartridge.create(tmp, manifest, self.pool).close()
-            os.rename(tmp, self.root / barcode)
-            fsync_dir(self.root)
+            self._create_dir(
+                barcode, lambda tmp: Cartridge.create(tmp, manifest, self.pool).close()
+            )
             self._mark_dirty(barcode)
             return self.open(barcode)
 
@@ -126,13 +114,8 @@ class CartridgeStore:
             cart = self._open.get(barcode)
             if cart is not None:
                 return cart
-            path = self.root / barcode
-            if not (path / MANIFEST).exists():
-                if self.replicator is None or not self.replicator.exists(barcode):
-                    raise UnknownCartridge(barcode)
-                self.replicator.restore(barcode, path)
             cart = Cartridge(
-                path,
+                self._local_path(barcode),
                 self.pool,
                 max_inflight=self.max_inflight,
                 on_commit=lambda c: self._mark_dirty(c.barcode),
@@ -155,19 +138,6 @@ class CartridgeStore:
         """Record bytes of this cartridge a restore from the bucket would not bring back."""
         return self.open(barcode).local_only_bytes()
 
-    def exists(self, barcode: str) -> bool:
-        if (self.root / barcode / MANIFEST).exists():
-            return True
-        return self.replicator is not None and self.replicator.exists(barcode)
-
-    def list(self) -> list[str]:
-        """Barcodes present locally, sorted (see `restore_all` for the bucket's)."""
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if not p.name.startswith(".") and (p / MANIFEST).exists()
-        )
-
     def delete(self, barcode: str) -> None:
         """Remove a cartridge here and in the bucket (its chunks become garbage for GC)."""
         with self._lock:
@@ -180,12 +150,7 @@ class CartridgeStore:
                 self._dirty.pop(barcode, None)
             if self.replicator is not None:
                 self.replicator.delete(barcode)
-            path = self.root / barcode
-            if path.exists():
-                trash = self.root / f".trash-{barcode}-{uuid.uuid4().hex[:8]}"
-                os.rename(path, trash)
-                fsync_dir(self.root)
-                shutil.rmtree(trash, ignore_errors=True)
+            self._remove_local(barcode)
 
     def info(self, barcode: str) -> dict[str, Any]:
         """Status of one cartridge (`thurvtl cartridge info`), open or not."""
@@ -195,17 +160,6 @@ class CartridgeStore:
             self.replicator.pending(cart) if self.replicator is not None else False
         )
         return out
-
-    def restore_all(self) -> list[str]:
-        """Restore every cartridge the bucket has and this data dir lacks (fresh machine)."""
-        if self.replicator is None:
-            return []
-        restored = []
-        for barcode in sorted(set(self.replicator.barcodes())):
-            if not (self.root / barcode / MANIFEST).exists():
-                self.replicator.restore(barcode, self.root / barcode)
-                restored.append(barcode)
-        return restored
 
     # ---- GC owners -------------------------------------------------------------------
 
@@ -219,6 +173,12 @@ class CartridgeStore:
         with self._dirty_lock:
             self._dirty.setdefault(barcode, time.monotonic())
         self._wake.set()
+
+    def _dirty_since(self, value: float) -> float:
+        return value
+
+    def _queue_at_start(self, name: str) -> None:
+        self._mark_dirty(name)
 
     def replicate(self, barcode: str | None = None) -> int:
         """Publish now (one cartridge or every one with unpublished commits); returns
@@ -242,39 +202,9 @@ class CartridgeStore:
                 raise
         return done
 
-    def start(self) -> None:
-        """Replicate in the background until `shutdown()`. Also queues every local
-        cartridge whose last commit is not in the bucket (a restart after a crash)."""
-        if self.replicator is None or self._thread is not None:
-            return
-        for bc in self.list():
-            self._mark_dirty(bc)
-        self._thread = threading.Thread(target=self._run, name="thur-tape-replica", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.replicate_delay)
-            self._wake.clear()
-            now = time.monotonic()
-            with self._dirty_lock:
-                due = [b for b, t in self._dirty.items() if now - t >= self.replicate_delay]
-            for bc in due:
-                if self._stop.is_set():
-                    return
-                try:
-                    self.replicate(bc)
-                except Exception as e:
-                    log.error("replicating cartridge %s failed: %s", bc, e)
-                    self._stop.wait(self.replicate_delay)
-
     def shutdown(self, *, replicate: bool = True) -> None:
         """Close every cartridge (durability point), publish, stop the threads."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._stop_thread()
         with self._lock:
             carts = list(self._open.values())
             self._open.clear()

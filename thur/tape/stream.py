@@ -30,14 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Protocol
 
-from thur.pool import (
-    BackpressureTimeout,
-    ChunkCorrupt,
-    ChunkerParams,
-    ChunkMissing,
-    PutResult,
-    StreamChunker,
-)
+from thur.pool import ChunkerParams, PutResult, StreamChunker, as_model_error
 from thur.tape.errors import BackendFailure, Backpressure, MediumCorrupt, TapeError
 from thur.tape.index import ChunkMap
 
@@ -54,13 +47,9 @@ class ChunkPool(Protocol):
 
 def tape_error(e: BaseException) -> TapeError:
     """The one place pool and disk failures become the medium's typed errors."""
-    if isinstance(e, TapeError):
-        return e
-    if isinstance(e, BackpressureTimeout):
-        return Backpressure(str(e))
-    if isinstance(e, (ChunkCorrupt, ChunkMissing)):
-        return MediumCorrupt(str(e))
-    return BackendFailure(f"{type(e).__name__}: {e}")
+    return as_model_error(
+        e, TapeError, backpressure=Backpressure, corrupt=MediumCorrupt, failure=BackendFailure
+    )
 
 
 class Tail:

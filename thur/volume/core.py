@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from thur.pool import BackpressureTimeout, ChunkCorrupt, ChunkMissing, PutResult
+from thur.pool import PutResult, as_model_error
 from thur.volume.cache import PageCache
 from thur.volume.manifest import VolumeManifest, load_manifest
 from thur.volume.protocol import (
@@ -82,13 +82,9 @@ class VolumeConfig:
 
 def volume_error(e: BaseException) -> VolumeError:
     """The one place pool and disk failures become the volume's typed errors."""
-    if isinstance(e, VolumeError):
-        return e
-    if isinstance(e, BackpressureTimeout):
-        return Backpressure(str(e))
-    if isinstance(e, (ChunkCorrupt, ChunkMissing)):
-        return MediumCorrupt(str(e))
-    return BackendFailure(f"{type(e).__name__}: {e}")
+    return as_model_error(
+        e, VolumeError, backpressure=Backpressure, corrupt=MediumCorrupt, failure=BackendFailure
+    )
 
 
 Snap = tuple[int, int, bytes]  # page, generation, content

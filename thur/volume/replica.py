@@ -27,63 +27,40 @@ page states the local table has held; each names chunks made durable first.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from blake3 import blake3
-
-from thur.cloud import AlreadyExists, NotFound, TieredPool
-from thur.fsutil import atomic_write_json, fsync_dir
+from thur.cloud import NotFound
+from thur.replica import SegmentReplicator, key_matches
+from thur.replica import load_replica as _load_replica
 from thur.volume.core import MANIFEST, TABLE
 from thur.volume.manifest import VolumeManifest
 from thur.volume.protocol import BackendFailure, MediumCorrupt
 from thur.volume.table import ENTRY_SIZE, PageTable, ids_in
 from thur.volume.volume import PoolVolume
 
-T = TypeVar("T")
 PREFIX = "volumes/"
-REPLICA = "replica.json"
 # 1 MiB of entries per segment: with 64 KiB pages one segment covers 1 GiB of
 # volume, so a 1 TiB volume has at most 1024 segments and a replication after
 # scattered writes re-uploads only the segments they touched.
 SEGMENT_ENTRIES = 16384
 
 
-def manifest_key(name: str) -> str:
-    return f"{PREFIX}{name}/manifest.json"
-
-
-def segment_key(name: str, seg: int, data: bytes) -> str:
-    return f"{PREFIX}{name}/table/{seg:08d}-{blake3(data).hexdigest()}"
-
-
 def load_replica(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / REPLICA).read_bytes())
-    except FileNotFoundError:
-        return {"generation": -1, "segments": {}}
+    return _load_replica(path, {})
 
 
 def page_count(m: dict[str, Any]) -> int:
     return -(-m["num_blocks"] * m["block_size"] // m["page_size"])
 
 
-class VolumeReplicator:
+class VolumeReplicator(SegmentReplicator):
     """Publishes volumes' manifests and page tables to the tier's backend."""
 
-    def __init__(self, tier: TieredPool) -> None:
-        self.tier = tier
-        self.backend = tier.backend
-        self._lock = threading.Lock()  # one replication at a time (background + fences)
-
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        return self.tier.config.retry.call(fn, self.tier.clock.sleep, what)
+    prefix = PREFIX
+    backend_failure = BackendFailure
+    corrupt = MediumCorrupt
 
     def replicate(self, vol: PoolVolume, segments: Iterable[int] | None) -> bool:
         """Publish the volume; `segments` are those that may have changed since the
@@ -103,97 +80,50 @@ class VolumeReplicator:
                 data = _trim(vol.table.read_entries(seg * SEGMENT_ENTRIES, SEGMENT_ENTRIES))
                 if not data:
                     continue  # all unmapped: not stored
-                key = segment_key(vol.name, seg, data)
+                key = self.segment_key(vol.name, "table", seg, data)
                 if published.get(str(seg)) != key:
                     self._ensure_durable(cid for _p, cid in ids_in(data, vol.page_size))
                     self._put_once(key, data)
                 new[str(seg)] = key
             if new == published and replica["generation"] == manifest["generation"]:
                 return False
-            doc = dict(manifest, segments=new, segment_entries=SEGMENT_ENTRIES)
-            body = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
-            key = manifest_key(vol.name)
-            self._call(lambda: self.backend.put(key, body), key)
-            atomic_write_json(
-                vol.path / REPLICA, {"generation": manifest["generation"], "segments": new}
+            self._publish_manifest(
+                vol.name,
+                vol.path,
+                manifest,
+                manifest["generation"],
+                new,
+                SEGMENT_ENTRIES,
+                set(new.values()),
             )
-            self._sweep(vol.name, set(new.values()))
             return True
-
-    def _ensure_durable(self, ids: Iterable[bytes]) -> None:
-        index = self.tier.index
-        missing = [c for c in dict.fromkeys(ids) if c not in index]
-        if missing:
-            self.tier.flush()
-            still = [c for c in missing if c not in index]
-            if still:
-                raise BackendFailure(f"{len(still)} chunks are not in the bucket yet")
-
-    def _put_once(self, key: str, data: bytes) -> None:
-        def put() -> None:
-            with contextlib.suppress(AlreadyExists):
-                self.backend.put(key, data, if_absent=True)
-
-        self._call(put, key)
-
-    def _sweep(self, name: str, keep: set[str]) -> None:
-        keep = keep | {manifest_key(name)}
-        stale = [o.key for o in self.backend.list(f"{PREFIX}{name}/") if o.key not in keep]
-        for key in stale:
-            self._call(lambda k=key: self.backend.delete(k), key)
 
     # ---- the bucket as the source of truth ------------------------------------------
 
-    def names(self) -> Iterator[str]:
-        """Volumes with a manifest in the bucket."""
-        for o in self.backend.list(PREFIX):
-            parts = o.key.split("/")
-            if len(parts) == 3 and parts[2] == "manifest.json":
-                yield parts[1]
-
-    def exists(self, name: str) -> bool:
-        try:
-            self._call(lambda: self.backend.head(manifest_key(name)), name)
-        except NotFound:
-            return False
-        return True
-
     def restore(self, name: str, dest: Path) -> None:
         """Rebuild a volume directory at `dest` from the bucket (dest must not exist)."""
-        key = manifest_key(name)
-        doc = json.loads(self._call(lambda: self.backend.get(key), key))
+        doc = self._get_manifest(name)
         manifest = VolumeManifest.from_json(doc)  # validates format and version
-        tmp = dest.with_name(f".restore-{dest.name}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        table = PageTable(tmp / TABLE, manifest.page_size)
-        try:
-            for seg, skey in doc["segments"].items():
-                data = self._get_segment(skey)
-                for _ in ids_in(data, manifest.page_size):  # every entry must decode
-                    pass
-                table.write_entries(int(seg) * SEGMENT_ENTRIES, data)
-            table.sync()
-        finally:
-            table.close()
-        atomic_write_json(
-            tmp / REPLICA, {"generation": manifest.generation, "segments": doc["segments"]}
-        )
-        manifest.save(tmp / MANIFEST)
-        os.rename(tmp, dest)
-        fsync_dir(dest.parent)
 
-    def _get_segment(self, skey: str) -> bytes:
-        data = self._call(lambda: self.backend.get(skey), skey)
-        if blake3(data).hexdigest() != skey.rsplit("-", 1)[1] or len(data) % ENTRY_SIZE:
-            raise MediumCorrupt(f"{skey}: bytes do not match the key")
+        def fill(tmp: Path) -> None:
+            table = PageTable(tmp / TABLE, manifest.page_size)
+            try:
+                for seg, skey in doc["segments"].items():
+                    data = self._get_segment(skey)
+                    for _ in ids_in(data, manifest.page_size):  # every entry must decode
+                        pass
+                    table.write_entries(int(seg) * SEGMENT_ENTRIES, data)
+                table.sync()
+            finally:
+                table.close()
+
+        self._restore_dir(dest, doc, manifest, MANIFEST, fill)
+
+    def _get_segment(self, key: str) -> bytes:
+        data = super()._get_segment(key)
+        if len(data) % ENTRY_SIZE:
+            raise MediumCorrupt(f"{key}: bytes do not match the key")
         return data
-
-    def delete(self, name: str) -> None:
-        """Manifest first, so a half-deleted volume is never restorable."""
-        key = manifest_key(name)
-        self._call(lambda: self.backend.delete(key), key)
-        self._sweep(name, set())
 
     def stale_ids(self, path: Path, page_size: int) -> Iterator[bytes]:
         """Chunk ids the bucket's copy names in segments that have changed locally
@@ -206,7 +136,7 @@ class VolumeReplicator:
             for seg, skey in segments.items():
                 first = int(seg) * SEGMENT_ENTRIES
                 local = _trim(table.read_entries(first, SEGMENT_ENTRIES))
-                if blake3(local).hexdigest() == skey.rsplit("-", 1)[1]:
+                if key_matches(skey, local):
                     continue
                 try:
                     data = self._get_segment(skey)

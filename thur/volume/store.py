@@ -14,17 +14,13 @@ A volume whose `fence_waits_for_upload` is set publishes at every fence.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from thur.cloud import TieredPool
-from thur.fsutil import fsync_dir
+from thur.replicated_store import ReplicatedStore
 from thur.volume.core import MANIFEST, TABLE, VolumeConfig, VolumeCore, VolumePool
 from thur.volume.manifest import (
     DEFAULT_PAGE_SIZE,
@@ -57,12 +53,18 @@ class LunInUse(VolumeStoreError):
     """`create(lun=N)` with a LUN another volume already has."""
 
 
-class VolumeStore:
+class VolumeStore(ReplicatedStore[PoolVolume, "tuple[float, set[int] | None]"]):
     """Creates, opens, lists, resizes and deletes volumes; replicates them.
 
     Thread-safe. One open `PoolVolume` per name: `open()` returns the same
     object until `close(name)`.
     """
+
+    kind = "volume"
+    thread_name = "thur-vol-replica"
+    manifest_file = MANIFEST
+    unknown = UnknownVolume
+    log = log
 
     def __init__(
         self,
@@ -72,23 +74,13 @@ class VolumeStore:
         config: VolumeConfig | None = None,
         replicate_delay: float = 5.0,
     ) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.pool = pool
+        replicator = VolumeReplicator(pool) if isinstance(pool, TieredPool) else None
+        super().__init__(root, pool, replicator, replicate_delay)
+        self.replicator: VolumeReplicator | None
+        self.pool: VolumePool
         self.config = config or VolumeConfig()
-        self.replicate_delay = replicate_delay
-        self.replicator = VolumeReplicator(pool) if isinstance(pool, TieredPool) else None
-        self._lock = threading.RLock()
-        self._open: dict[str, PoolVolume] = {}
-        self._dirty_lock = threading.Lock()
-        # name -> (time of its first unpublished change, segments that may differ
-        # from the bucket, None meaning "any": after a start nobody knows).
-        self._dirty: dict[str, tuple[float, set[int] | None]] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        for leftover in self.root.glob(".*-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        # `_dirty`: name -> (time of its first unpublished change, segments that may
+        # differ from the bucket, None meaning "any": after a start nobody knows).
 
     # ---- volumes --------------------------------------------------------------------
 
@@ -125,13 +117,12 @@ class VolumeStore:
                 lun=lun,
                 fence_waits_for_upload=fence_waits_for_upload,
             )
-            tmp = self.root / f".create-{name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
-            PageTable(tmp / TABLE, page_size).close()
-            manifest.save(tmp / MANIFEST)
-            os.rename(tmp, self.root / name)
-            fsync_dir(self.root)
+
+            def fill(tmp: Path) -> None:
+                PageTable(tmp / TABLE, page_size).close()
+                manifest.save(tmp / MANIFEST)
+
+            self._create_dir(name, fill)
             self._mark_dirty(name, set())
             return self.open(name)
 
@@ -150,13 +141,8 @@ class VolumeStore:
             vol = self._open.get(name)
             if vol is not None:
                 return vol
-            path = self.root / name
-            if not (path / MANIFEST).exists():
-                if self.replicator is None or not self.replicator.exists(name):
-                    raise UnknownVolume(name)
-                self.replicator.restore(name, path)
             vol = PoolVolume(
-                path,
+                self._local_path(name),
                 self.pool,
                 self.config,
                 on_change=self._changed,
@@ -171,19 +157,6 @@ class VolumeStore:
             vol = self._open.pop(name, None)
         if vol is not None:
             vol.close()
-
-    def exists(self, name: str) -> bool:
-        if (self.root / name / MANIFEST).exists():
-            return True
-        return self.replicator is not None and self.replicator.exists(name)
-
-    def list(self) -> list[str]:
-        """Names of the volumes present locally, sorted (`restore_all` for the bucket's)."""
-        return sorted(
-            p.name
-            for p in self.root.iterdir()
-            if not p.name.startswith(".") and (p / MANIFEST).exists()
-        )
 
     def resize(self, name: str, size: int) -> None:
         """Grow, or shrink when nothing allocated lies past the new end (ShrinkRefused)."""
@@ -207,12 +180,7 @@ class VolumeStore:
                 self._dirty.pop(name, None)
             if self.replicator is not None:
                 self.replicator.delete(name)
-            path = self.root / name
-            if path.exists():
-                trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
-                os.rename(path, trash)
-                fsync_dir(self.root)
-                shutil.rmtree(trash, ignore_errors=True)
+            self._remove_local(name)
 
     def info(self, name: str) -> dict[str, Any]:
         """Status of one volume (`thurvsa volume info`)."""
@@ -226,17 +194,6 @@ class VolumeStore:
             dirty or load_replica(vol.path)["generation"] != vol.generation
         )
         return out
-
-    def restore_all(self) -> list[str]:
-        """Restore every volume the bucket has and this data dir lacks (fresh machine)."""
-        if self.replicator is None:
-            return []
-        restored = []
-        for name in sorted(set(self.replicator.names())):
-            if not (self.root / name / MANIFEST).exists():
-                self.replicator.restore(name, self.root / name)
-                restored.append(name)
-        return restored
 
     # ---- GC owners -------------------------------------------------------------------
 
@@ -258,6 +215,12 @@ class VolumeStore:
             merged = None if old is None or segs is None else old | segs
             self._dirty[name] = (since, merged)
         self._wake.set()
+
+    def _dirty_since(self, value: tuple[float, set[int] | None]) -> float:
+        return value[0]
+
+    def _queue_at_start(self, name: str) -> None:
+        self._mark_dirty(name, None)  # what changed before a crash is not known
 
     def _take_dirty(self, name: str) -> set[int] | None:
         with self._dirty_lock:
@@ -299,39 +262,9 @@ class VolumeStore:
             done += self._publish(vol)
         return done
 
-    def start(self) -> None:
-        """Replicate in the background until `shutdown()`. Queues every local volume
-        (what changed before a crash is not known: every segment is compared)."""
-        if self.replicator is None or self._thread is not None:
-            return
-        for name in self.list():
-            self._mark_dirty(name, None)
-        self._thread = threading.Thread(target=self._run, name="thur-vol-replica", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.replicate_delay)
-            self._wake.clear()
-            now = time.monotonic()
-            with self._dirty_lock:
-                due = [n for n, (t, _) in self._dirty.items() if now - t >= self.replicate_delay]
-            for name in due:
-                if self._stop.is_set():
-                    return
-                try:
-                    self.replicate(name)
-                except Exception as e:
-                    log.error("replicating volume %s failed: %s", name, e)
-                    self._stop.wait(self.replicate_delay)
-
     def shutdown(self, *, replicate: bool = True) -> None:
         """Close every volume (a fence each), publish, stop the threads."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._stop_thread()
         with self._lock:
             vols = list(self._open.values())
         for vol in vols:
