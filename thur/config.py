@@ -1,4 +1,5 @@
-"""Loading and validating thurvtld's YAML configuration.
+"""Loading and validating thurvtld's YAML configuration, and the helpers thurvsad's
+(thur/vsa/config.py) shares with it.
 
 Every error names the key, the value and what is allowed, so an admin can fix
 the file without reading code. Defaults live here, next to the keys they
@@ -104,6 +105,11 @@ def _reject_unknown(section: dict[str, Any], prefix: str, known: set[str]) -> No
             )
 
 
+# Public names for the other daemons' config loaders (thur/vsa/config.py).
+as_mapping = _mapping
+reject_unknown = _reject_unknown
+
+
 def _int(section: dict[str, Any], prefix: str, name: str, default: int, lo: int, hi: int) -> int:
     value = section.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -181,7 +187,7 @@ def _library(raw: object) -> LibraryConfig:
     return library
 
 
-def _iscsi(raw: object) -> IscsiConfig:
+def _iscsi(raw: object, default_iqn: str = DEFAULT_TARGET_IQN) -> IscsiConfig:
     section = _mapping(raw, "iscsi")
     p = "iscsi."
     _reject_unknown(
@@ -200,7 +206,7 @@ def _iscsi(raw: object) -> IscsiConfig:
     if mutual and not chap:
         raise ConfigError("iscsi.mutual_chap", "set", "only together with iscsi.chap")
     return IscsiConfig(
-        target_iqn=_iqn(section.get("target_iqn", DEFAULT_TARGET_IQN), "iscsi.target_iqn"),
+        target_iqn=_iqn(section.get("target_iqn", default_iqn), "iscsi.target_iqn"),
         listen=tuple(_portal(v, f"iscsi.listen[{i}]") for i, v in enumerate(listen_raw)),
         initiators=tuple(_iqn(v, f"iscsi.initiators[{i}]") for i, v in enumerate(initiators)),
         chap=chap,
@@ -209,50 +215,88 @@ def _iscsi(raw: object) -> IscsiConfig:
     )
 
 
-def _tcmu(raw: object) -> TcmuConfig:
+def _tcmu(raw: object, defaults: TcmuConfig | None = None) -> TcmuConfig:
+    d = defaults or TcmuConfig()
     section = _mapping(raw, "tcmu")
     p = "tcmu."
     _reject_unknown(section, p, {"cmd_time_out", "qfull_time_out", "max_data_area_mb"})
     return TcmuConfig(
-        cmd_time_out=_int(section, p, "cmd_time_out", 4 * 3600, 0, 7 * 24 * 3600),
-        qfull_time_out=_int(section, p, "qfull_time_out", 30, 0, 3600),
-        max_data_area_mb=_int(section, p, "max_data_area_mb", 64, 8, 2048),
+        cmd_time_out=_int(section, p, "cmd_time_out", d.cmd_time_out, 0, 7 * 24 * 3600),
+        qfull_time_out=_int(section, p, "qfull_time_out", d.qfull_time_out, 0, 3600),
+        max_data_area_mb=_int(section, p, "max_data_area_mb", d.max_data_area_mb, 8, 2048),
     )
+
+
+@dataclass(frozen=True)
+class DaemonKeys:
+    """The top-level keys every Thur daemon shares, validated."""
+
+    data_dir: Path
+    admin_socket: Path
+    instance: str
+
+
+def parse_daemon_keys(
+    top: dict[str, Any], *, default_socket: str, default_instance: str
+) -> DaemonKeys:
+    """data_dir (required, absolute), admin_socket and instance, with their defaults."""
+    data_dir = top.get("data_dir")
+    if not isinstance(data_dir, str) or not data_dir.startswith("/"):
+        raise ConfigError("data_dir", data_dir, "an absolute path (required)")
+    instance = top.get("instance", default_instance)
+    if not isinstance(instance, str) or not re.fullmatch(r"[a-z][a-z0-9]{0,15}", instance):
+        raise ConfigError("instance", instance, "1-16 lower-case letters and digits")
+    socket = top.get("admin_socket", default_socket)
+    if not isinstance(socket, str) or not socket.startswith("/"):
+        raise ConfigError("admin_socket", socket, "an absolute path")
+    return DaemonKeys(Path(data_dir), Path(socket), instance)
+
+
+def parse_iscsi(raw: object, *, default_iqn: str) -> IscsiConfig:
+    """The `iscsi` section (target_iqn, listen, initiators, chap, mutual_chap,
+    discovery_chap), with the daemon's own default target name."""
+    return _iscsi(raw, default_iqn)
+
+
+def parse_tcmu(raw: object, *, defaults: TcmuConfig) -> TcmuConfig:
+    """The `tcmu` section, with the daemon's own defaults."""
+    return _tcmu(raw, defaults)
+
+
+def read_yaml(path: Path) -> object:
+    """A config file parsed as YAML, errors as ConfigError."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("--config", str(path), f"a readable file ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("<file>", str(path), f"valid YAML ({exc})") from None
 
 
 def parse_vtl_config(raw: object) -> VtlConfig:
     """Validate a parsed YAML document into a VtlConfig."""
     top = _mapping(raw, "<top level>")
     _reject_unknown(top, "", {"data_dir", "library", "iscsi", "tcmu", "admin_socket", "instance"})
-    data_dir = top.get("data_dir")
-    if not isinstance(data_dir, str) or not data_dir.startswith("/"):
-        raise ConfigError("data_dir", data_dir, "an absolute path (required)")
+    # data_dir is checked first: it is the one key every file must have.
+    if not isinstance(top.get("data_dir"), str) or not str(top["data_dir"]).startswith("/"):
+        raise ConfigError("data_dir", top.get("data_dir"), "an absolute path (required)")
     if "library" not in top:
         raise ConfigError("library", None, "a mapping with num_slots, num_drives (required)")
-    instance = top.get("instance", "thurvtl")
-    if not isinstance(instance, str) or not re.fullmatch(r"[a-z][a-z0-9]{0,15}", instance):
-        raise ConfigError("instance", instance, "1-16 lower-case letters and digits")
-    socket = top.get("admin_socket", "/run/thurvtl/admin.sock")
-    if not isinstance(socket, str) or not socket.startswith("/"):
-        raise ConfigError("admin_socket", socket, "an absolute path")
+    keys = parse_daemon_keys(
+        top, default_socket="/run/thurvtl/admin.sock", default_instance="thurvtl"
+    )
     return VtlConfig(
-        data_dir=Path(data_dir),
+        data_dir=keys.data_dir,
         library=_library(top["library"]),
         iscsi=_iscsi(top.get("iscsi")),
         tcmu=_tcmu(top.get("tcmu")),
-        admin_socket=Path(socket),
-        instance=instance,
+        admin_socket=keys.admin_socket,
+        instance=keys.instance,
     )
 
 
 def load_vtl_config(path: Path) -> VtlConfig:
     """Read and validate a thurvtld config file."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError("--config", str(path), f"a readable file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError("<file>", str(path), f"valid YAML ({exc})") from None
-    return parse_vtl_config(raw)
+    return parse_vtl_config(read_yaml(path))

@@ -1,0 +1,72 @@
+"""Loading and validating thurvsad's YAML configuration (`thurvsa.yaml`).
+
+    data_dir: /var/lib/thurvsa          # required: pool, bucket, volumes, ledger
+    iscsi:                              # as in thurvtl.yaml; only the target name differs
+      target_iqn: iqn.2026-11.io.thur:vsa
+      listen: ["0.0.0.0:3260"]
+      initiators: []                    # empty: any initiator (demo mode)
+      chap: {userid: ..., password: ...}
+      mutual_chap: {...}
+      discovery_chap: {...}
+    tcmu: {cmd_time_out: 30, qfull_time_out: 30, max_data_area_mb: 64}
+    admin_socket: /run/thurvsa/admin.sock
+    instance: thurvsa                   # prefix of our kernel object names
+
+The section parsers are thur/config.py's, shared with thurvtld; every error
+names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from thur.config import (
+    ConfigError,
+    IscsiConfig,
+    TcmuConfig,
+    as_mapping,
+    parse_daemon_keys,
+    parse_iscsi,
+    parse_tcmu,
+    read_yaml,
+    reject_unknown,
+)
+
+DEFAULT_TARGET_IQN = "iqn.2026-11.io.thur:vsa"
+DEFAULT_SOCKET = "/run/thurvsa/admin.sock"
+DEFAULT_INSTANCE = "thurvsa"
+# A disk command is short: the Linux SCSI layer gives up after 30 s and retries, so a
+# command stuck in a ring for longer helps nobody (unlike tape, which needs hours).
+TCMU_DEFAULTS = TcmuConfig(cmd_time_out=30, qfull_time_out=30, max_data_area_mb=64)
+TOP_KEYS = {"data_dir", "iscsi", "tcmu", "admin_socket", "instance"}
+
+__all__ = ["ConfigError", "VsaConfig", "load_vsa_config", "parse_vsa_config"]
+
+
+@dataclass(frozen=True)
+class VsaConfig:
+    data_dir: Path
+    iscsi: IscsiConfig = field(default_factory=lambda: IscsiConfig(DEFAULT_TARGET_IQN))
+    tcmu: TcmuConfig = TCMU_DEFAULTS
+    admin_socket: Path = Path(DEFAULT_SOCKET)
+    instance: str = DEFAULT_INSTANCE
+
+
+def parse_vsa_config(raw: object) -> VsaConfig:
+    """Validate a parsed YAML document into a VsaConfig."""
+    top = as_mapping(raw, "<top level>")
+    reject_unknown(top, "", TOP_KEYS)
+    keys = parse_daemon_keys(top, default_socket=DEFAULT_SOCKET, default_instance=DEFAULT_INSTANCE)
+    return VsaConfig(
+        data_dir=keys.data_dir,
+        iscsi=parse_iscsi(top.get("iscsi"), default_iqn=DEFAULT_TARGET_IQN),
+        tcmu=parse_tcmu(top.get("tcmu"), defaults=TCMU_DEFAULTS),
+        admin_socket=keys.admin_socket,
+        instance=keys.instance,
+    )
+
+
+def load_vsa_config(path: Path) -> VsaConfig:
+    """Read and validate a thurvsad config file."""
+    return parse_vsa_config(read_yaml(path))

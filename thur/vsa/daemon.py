@@ -1,0 +1,423 @@
+"""thurvsad: serves thin volumes through LIO + TCMU over iSCSI.
+
+Mirrors thurvtld (thur/vtl/daemon.py) step for step.
+
+Start: check and load the kernel modules, start the storage (pool and a local
+backend under data_dir, backend check, volumes only the bucket has restored,
+background replication), open every volume, apply the desired configfs state
+(idempotent: one user backstore per volume, exported as LUN `volume.lun` of
+one iSCSI target), attach one TCMU device per volume in the
+`on_backstores_ready` hook (before any LUN exists), serve the admin socket
+(verbs in thur/vsa/verbs.py).
+
+At run time `volume create` exports the new volume at once (the desired state
+is applied again; the hook attaches the new device), `volume delete` removes
+its LUN, stops its handler and removes its backstore, `volume resize` raises
+CAPACITY DATA HAS CHANGED on the LU (the backstore's dev_size is left as it was:
+see thur/vsa/topology.py `Export`).
+
+Stop (SIGTERM/SIGINT): unexport the target so no new commands arrive, finish
+the commands in flight, flush and publish every volume, remove exactly the
+kernel objects this daemon created.
+
+Detach for upgrade (SIGUSR1): finish the commands in flight, flush, and exit,
+leaving every kernel object (and so every initiator session) in place. The next
+start blocks each backstore, resets its ring (commands caught in the gap fail
+back with CHECK CONDITION, retried by the initiator), reattaches and unblocks.
+A kill -9 takes the same path on restart; what SYNCHRONIZE CACHE acknowledged
+survives it (docs/VOLUMES.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import configfs
+from handlers.scsi import ThinDisk
+from handlers.tcmu import TcmuDevice
+from thur import systemd
+from thur.admin import AdminServer
+from thur.fsutil import fsync_dir
+from thur.volume import Volume
+from thur.vsa.config import ConfigError, VsaConfig, load_vsa_config
+from thur.vsa.storage import StorageUnavailable, VsaStorage
+from thur.vsa.topology import Export, backstore_name, build_target_state
+from thur.vsa.verbs import vsa_verbs
+
+log = logging.getLogger("thurvsad")
+DEFAULT_CONFIG = Path("/etc/thurvsa/thurvsa.yaml")
+EXIT_CONFIG = 2
+EXIT_KERNEL = 3
+EXIT_STORAGE = 4
+ISCSI_ROOT = configfs.DEFAULT_ROOT / "target" / "iscsi"
+
+
+class Daemon:
+    """The object graph of one running thurvsad."""
+
+    def __init__(self, config: VsaConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.storage = VsaStorage(config.data_dir)
+        self.storage.start()
+        self.store = self.storage.volumes
+        self.lock = threading.RLock()  # the exports, the devices and every apply
+        self.kernel_sizes = KernelSizes(config.data_dir / "exports.json")
+        self.exports: dict[str, Export] = {}
+        try:
+            for name in self.store.list():
+                self._add_export(name)
+        except BaseException:
+            self.storage.shutdown()
+            raise
+        self.ledger = configfs.Ledger.load(ledger_path(config))
+        self.devices: dict[str, TcmuDevice] = {}
+        self.admin: AdminServer | None = None
+        self._stop = threading.Event()
+        self._detach_only = False
+        self.reattaching = False
+
+    # --- exports -----------------------------------------------------------
+
+    def _add_export(self, name: str) -> Export | None:
+        vol = self.store.open(name)
+        if vol.lun is None:
+            log.warning("volume %s has no LUN: not exported", name)
+            return None
+        export = Export(
+            name=name,
+            lun=vol.lun,
+            backstore=backstore_name(self.config.instance, name, vol.lun),
+            serial=vol.serial,
+            block_size=vol.block_size,
+            kernel_size=self.kernel_sizes.get(name, vol.num_blocks * vol.block_size),
+            engine=ThinDisk(vol, resolver=self._resolve),
+        )
+        self.exports[name] = export
+        return export
+
+    def _resolve(self, designator: bytes) -> Volume | None:
+        """EXTENDED COPY: another LU of this daemon, by its VPD 83h NAA."""
+        for export in list(self.exports.values()):
+            if export.engine.identity.naa() == designator:
+                return export.engine.volume
+        return None
+
+    def _state(self, unexported: tuple[str, ...] = ()) -> configfs.TargetState:
+        return build_target_state(
+            self.config, self.exports.values(), unexported=unexported
+        )
+
+    def _apply(self, state: configfs.TargetState, existing: set[str]) -> None:
+        """Apply `state`; the hook attaches every export without a device (a backstore
+        that outlived the last daemon and was not recreated is reattached)."""
+
+        def attach(recreated: list[str]) -> None:
+            for export in sorted(self.exports.values(), key=lambda e: e.lun):
+                if export.name not in self.devices:
+                    reattach = export.backstore in existing and export.backstore not in recreated
+                    self._attach(export, reattach=reattach)
+
+        report = configfs.apply(state, self.ledger, on_backstores_ready=attach)
+        for warning in report.warnings:
+            log.warning("configfs: %s", warning)
+        log.info("configfs: %d changes applied", len(report.done))
+        for export in self.exports.values():
+            self.kernel_sizes.set(export.name, export.kernel_size)
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        with self.lock:
+            existing = {e.backstore for e in self.exports.values()
+                        if self._find(e.backstore) is not None}
+            # A failed restart must not drop sessions that outlived the last daemon.
+            self.reattaching = bool(existing)
+            if existing:
+                log.info("found %d backstores from a previous run: reattaching", len(existing))
+            self._apply(self._state(), existing)
+        self.admin = AdminServer(self.config.admin_socket, self._verbs(), group="thurvsa")
+        self.admin.start()
+
+    def _attach(self, export: Export, reattach: bool) -> None:
+        ref = self._find(export.backstore)
+        if ref is None:
+            raise configfs.BackstoreNotFound(export.backstore)
+        if reattach:
+            # Fail what was in flight back to the initiator (it retries), never replay.
+            configfs.prepare_reattach(ref, mode=2)
+        device = TcmuDevice.open(ref.hba, ref.name, export.engine)
+        device.start()
+        self.devices[export.name] = device
+        if reattach:
+            configfs.finish_reattach(ref)
+        verb = "reattached" if reattach else "serving"
+        log.info("LUN %d %s: %s (user_%d/%s)", export.lun, export.name, verb, ref.hba, ref.name)
+
+    def _find(self, name: str) -> configfs.BackstoreRef | None:
+        try:
+            return configfs.find_user_backstore(name, ledger=self.ledger)
+        except configfs.BackstoreNotFound:
+            return None
+
+    def serve(self) -> None:
+        systemd.notify("READY=1")
+        log.info(
+            "serving %s on %s: %d volumes",
+            self.config.iscsi.target_iqn,
+            ", ".join(str(p) for p in self.config.iscsi.listen),
+            len(self.exports),
+        )
+        while not self._stop.wait(1.0):
+            with self.lock:
+                devices = list(self.devices.items())
+            for name, device in devices:
+                if device.error is not None:
+                    log.error("volume %s: %s stopped serving: %s", name, device, device.error)
+        self.shutdown()
+
+    def request_stop(self, detach_only: bool) -> None:
+        self._detach_only = detach_only
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        systemd.notify("STOPPING=1")
+        if self.admin is not None:
+            self.admin.close()
+        with self.lock:
+            if self._detach_only:
+                for device in self.devices.values():
+                    device.close()
+                self.storage.shutdown()
+                log.info("detached; kernel objects left in place for the next start")
+                return
+            # Unexport first so initiators see the LUs go away instead of hanging on a
+            # ring nobody serves; then drain, flush the volumes, remove the backstores.
+            configfs.teardown(self.ledger, backstores=False)
+            for device in self.devices.values():
+                device.stop(drain=True)
+                device.close()
+            self.storage.shutdown()
+            configfs.teardown(self.ledger)
+            self.kernel_sizes.clear()
+            log.info("stopped; kernel objects removed")
+
+    # --- the verbs' exporter -------------------------------------------------
+
+    def export(self, name: str) -> None:
+        with self.lock:
+            if name in self.exports:
+                return
+            export = self._add_export(name)
+            if export is None:
+                return
+            try:
+                self._apply(self._state(), existing=set())
+            except BaseException:
+                # Take the half-made export back out, so the next apply is clean.
+                self.exports.pop(name, None)
+                device = self.devices.pop(name, None)
+                if device is not None:
+                    device.stop()
+                    device.close()
+                self.store.close(name)
+                raise
+
+    def unexport(self, name: str) -> None:
+        with self.lock:
+            if name not in self.exports:
+                return
+            # 1. the LUN goes (the handler still serves, so nothing hangs meanwhile);
+            self._apply(self._state(unexported=(name,)), existing=set())
+            # 2. the handler finishes what was queued and lets go of the ring;
+            device = self.devices.pop(name, None)
+            if device is not None:
+                device.stop(drain=True)
+                device.close()
+            # 3. the backstore goes.
+            del self.exports[name]
+            self._apply(self._state(), existing=set())
+            self.kernel_sizes.drop(name)
+            log.info("volume %s unexported", name)
+
+    def exported(self, name: str) -> bool:
+        with self.lock:
+            return name in self.devices
+
+    def sessions(self) -> int | None:
+        return count_sessions(self.config.iscsi.target_iqn)
+
+    def resized(self, name: str) -> None:
+        with self.lock:
+            export = self.exports.get(name)
+        if export is not None:
+            export.engine.capacity_changed()
+            vol = export.engine.volume
+            log.info("volume %s resized to %d bytes: initiators get CAPACITY DATA HAS "
+                     "CHANGED", name, vol.num_blocks * vol.block_size)
+
+    # --- admin verbs -------------------------------------------------------
+
+    def _verbs(self) -> dict[str, Any]:
+        return vsa_verbs(self.store, self, self._info)
+
+    def _info(self) -> dict[str, Any]:
+        with self.lock:
+            exports = sorted(self.exports.values(), key=lambda e: e.lun)
+            return {
+                "target_iqn": self.config.iscsi.target_iqn,
+                "portals": [str(p) for p in self.config.iscsi.listen],
+                "instance": self.config.instance,
+                "sessions": self.sessions(),
+                "volumes": [
+                    {"name": e.name, "lun": e.lun, "backstore": e.backstore,
+                     "serving": e.name in self.devices}
+                    for e in exports
+                ],
+            }
+
+
+class KernelSizes:
+    """The dev_size each backstore was created with, kept across restarts so a resized
+    volume's backstore is not rebuilt (a changed creation setting) under its sessions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._sizes: dict[str, int] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self._sizes = {}
+
+    def get(self, name: str, default: int) -> int:
+        return int(self._sizes.get(name, default))
+
+    def set(self, name: str, size: int) -> None:
+        if self._sizes.get(name) != size:
+            self._sizes[name] = size
+            self._save()
+
+    def drop(self, name: str) -> None:
+        if self._sizes.pop(name, None) is not None:
+            self._save()
+
+    def clear(self) -> None:
+        self._sizes = {}
+        self._save()
+
+    def _save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(self._sizes, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+
+
+def count_sessions(iqn: str, root: Path = ISCSI_ROOT) -> int | None:
+    """iSCSI sessions logged in to the target, from configfs; None when unreadable.
+
+    Demo mode lists them in the TPG's `dynamic_sessions`; an ACL's `info` starts with
+    "No active iSCSI Session" when its initiator is not logged in.
+    """
+    count = 0
+    try:
+        for tpg in (root / iqn).glob("tpgt_*"):
+            dynamic = tpg / "dynamic_sessions"
+            if dynamic.exists():
+                count += len({line.strip() for line in dynamic.read_text().splitlines()
+                              if line.strip()})
+            acls = tpg / "acls"
+            if acls.exists():
+                for acl in acls.iterdir():
+                    info = (acl / "info").read_text()
+                    if info.strip() and not info.startswith("No active"):
+                        count += 1
+    except OSError:
+        return None
+    return count
+
+
+def ledger_path(config: VsaConfig) -> Path:
+    return config.data_dir / "configfs-ledger.json"
+
+
+def teardown_leftovers(config: VsaConfig) -> int:
+    """`thurvsad --teardown`: remove what a crashed daemon left in the kernel."""
+    ledger = configfs.Ledger.load(ledger_path(config))
+    for warning in configfs.teardown(ledger):
+        log.warning("%s", warning)
+    KernelSizes(config.data_dir / "exports.json").clear()
+    log.info("teardown complete")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="thurvsad", description="Thur VSA daemon")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument(
+        "--teardown",
+        action="store_true",
+        help="remove the kernel objects a previous run created, then exit",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_vsa_config(args.config)
+    except ConfigError as exc:
+        print(f"thurvsad: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    problems = configfs.check_prerequisites()
+    if problems:
+        for problem in problems:
+            print(f"thurvsad: {problem}", file=sys.stderr)
+        return EXIT_KERNEL
+    try:
+        configfs.load_modules()
+    except configfs.PrerequisiteError as exc:
+        print(f"thurvsad: {exc}", file=sys.stderr)
+        return EXIT_KERNEL
+    if args.teardown:
+        return teardown_leftovers(config)
+
+    try:
+        daemon = Daemon(config)
+    except StorageUnavailable as exc:
+        print(f"thurvsad: storage check failed, not starting:\n{exc}", file=sys.stderr)
+        return EXIT_STORAGE
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        daemon.request_stop(detach_only=signum == signal.SIGUSR1)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, on_signal)
+    try:
+        daemon.start()
+    except configfs.ConfigfsError as exc:
+        log.error("kernel configuration failed: %s", exc)
+        daemon.request_stop(detach_only=daemon.reattaching)
+        daemon.shutdown()
+        return EXIT_KERNEL
+    daemon.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
