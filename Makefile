@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
-HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs
+# gcc + linux-libc-dev: a unit test lays out target_core_user.h with the C compiler.
+HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs gcc linux-libc-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 E2E_TIMEOUT ?= 3000
 
