@@ -421,3 +421,12 @@ def test_storage_is_told_when_a_cartridge_leaves_the_drives(tmp_path: Path) -> N
     assert source.released == ["AAA000L8"]
     lib.facts("AAA000L8")  # opened for info, released after
     assert source.released == ["AAA000L8", "AAA000L8"]
+
+
+
+def test_load_count_includes_the_current_mount_like_the_drive_reports(tmp_path: Path) -> None:
+    lib = stocked(tmp_path)
+    assert lib.facts("AAA000L8").load_count == 0
+    lib.move(SLOT0, DRIVE0)
+    # MAM 0003h and log page 17h count the mount in progress; so does the library.
+    assert lib.facts("AAA000L8").load_count == 1

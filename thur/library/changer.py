@@ -413,6 +413,11 @@ def _facts(barcode: str, p: Placement | None, loaded: bool, medium: Medium | Non
             used = sum(medium.partition_used(i) for i in range(parts))  # type: ignore[attr-defined]
         except Exception:
             used = None
+    loads = read("load_count")
+    # The medium counts completed loads; while it sits in a drive this mount counts
+    # too, as the drive's MAM (0003h) and log page 17h report it.
+    if isinstance(loads, int) and loaded:
+        loads += 1
     return CartridgeFacts(
         barcode=barcode,
         placement=p,
@@ -422,7 +427,7 @@ def _facts(barcode: str, p: Placement | None, loaded: bool, medium: Medium | Non
         write_protected=read("write_protected"),  # type: ignore[arg-type]
         capacity_bytes=read("capacity_bytes"),  # type: ignore[arg-type]
         used_bytes=used,
-        load_count=read("load_count"),  # type: ignore[arg-type]
+        load_count=loads,  # type: ignore[arg-type]
         local_only_bytes=local_only,
     )
 
