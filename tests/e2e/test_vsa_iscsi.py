@@ -237,11 +237,9 @@ def test_kill9_after_sync_restart_fsck_clean(vsa: VsaDaemon, disk: kit.ScsiDev) 
     before = _tree_sums(MNT / "tree")
     assert before
     sessions = kit.session_ids()
+    # sync(1) ends with the block device's own dirty pages written after its last cache
+    # flush: acknowledged, not fenced. The volume's journal must keep them across kill -9.
     kit.sh("sync", timeout=300)
-    # sync(1) writes the block device's dirty pages (ext4's checkpointed metadata) after
-    # its last cache flush; SYNCHRONIZE CACHE makes them durable too. Without it the kill
-    # loses them (a volatile write cache) under a filesystem that stays mounted.
-    kit.sh(f"sg_sync {disk.node}", timeout=300)
     vsa.kill9()
     assert kit.kernel_objects(IQN, INSTANCE)
     vsa.start()

@@ -6,12 +6,15 @@ A volume is a directory (`VolumeStore` names it)::
     pages.table     the page table (table.py): page -> chunk id, sparse
     replica.json    what the bucket holds (replica.py; written by the replicator)
 
+    journal.<epoch> the write journal (journal.py): changes since the last fence
+
 The page cache, write-back and fences are in core.py; this module is the SBC
-surface. What a crash leaves (docs/VOLUMES.md has the full statement): after
-`flush()` or a FUA write returns, everything acknowledged before it survives
-kill -9; a page changed after the last fence reads as one of the contents it
-has had since that fence (never a mix of two, never garbage); pages are
-independent of each other, like a disk with a volatile write cache (WCE=1).
+surface. What a crash leaves (docs/VOLUMES.md has the full statement): every
+acknowledged command survives kill -9 of the daemon (the journal); after
+`flush()` or a FUA write returns, it survives power loss too. After a power
+loss a page changed since the last fence reads as one of the contents it has
+had since that fence (never a mix of two, never garbage), like a disk with a
+volatile write cache (WCE=1).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from thur.volume.core import MANIFEST, VolumeCore, volume_error
+from thur.volume.journal import SET, WRITE, ZERO, Record
 from thur.volume.manifest import check_geometry
 from thur.volume.protocol import (
     MediumCorrupt,
@@ -136,15 +140,23 @@ class PoolVolume(VolumeCore):
         with self._lock:
             self._check_writable()
             self._check_range(lba, len(view) // bs)
-            touched = []
             try:
-                for page, start, n, at in self._pages(lba, len(view) // bs):
-                    self._apply(page, start, view[at : at + n])
-                    touched.append(page)
+                self._journal.write(lba * bs, view)
+                touched = self._write_bytes(lba * bs, view)
+                self._journaled()
             except Exception as e:
                 raise volume_error(e) from e
             if fua:
                 self._fence(touched)
+
+    def _write_bytes(self, offset: int, view: memoryview) -> list[int]:
+        """Merge bytes into the cached pages; the pages touched."""
+        bs = self._m.block_size
+        touched = []
+        for page, start, n, at in self._pages(offset // bs, len(view) // bs):
+            self._apply(page, start, view[at : at + n])
+            touched.append(page)
+        return touched
 
     def flush(self) -> None:
         with self._lock:
@@ -161,17 +173,24 @@ class PoolVolume(VolumeCore):
         with self._lock:
             self._check_writable()
             self._check_range(lba, blocks)
-            whole: list[int] = []
+            bs = self._m.block_size
             try:
-                for page, start, n, _at in self._pages(lba, blocks):
-                    if n == self._ps:
-                        whole.append(page)
-                    else:
-                        self._apply(page, start, self._zero[:n])
-                if whole:
-                    self._deallocate(whole[0], whole[-1] + 1)
+                self._journal.zero(lba * bs, blocks * bs)
+                self._zero_bytes(lba * bs, blocks * bs)
+                self._journaled()
             except Exception as e:
                 raise volume_error(e) from e
+
+    def _zero_bytes(self, offset: int, length: int) -> None:
+        bs = self._m.block_size
+        whole: list[int] = []
+        for page, start, n, _at in self._pages(offset // bs, length // bs):
+            if n == self._ps:
+                whole.append(page)
+            else:
+                self._apply(page, start, self._zero[:n])
+        if whole:
+            self._deallocate(whole[0], whole[-1] + 1)
 
     def _deallocate(self, first: int, stop: int) -> None:
         """Unmap pages [first, stop): cached copies dropped, entries cleared."""
@@ -182,6 +201,7 @@ class PoolVolume(VolumeCore):
 
     def _replace(self, pages: list[int], ids: list[bytes | None]) -> None:
         """Point pages at chunks (or unmap them), bypassing the cache."""
+        self._journal.sync()  # write-ahead: the record before the entries
         for page, cid in zip(pages, ids, strict=True):
             while page in self._inflight:  # an older write-back must not land after us
                 self._cond.wait()
@@ -273,7 +293,9 @@ class PoolVolume(VolumeCore):
             with self._lock:
                 self._check_writable()
                 try:
+                    self._journal.set(dp + i, ids)
                     self._replace(list(range(dp + i, dp + i + k)), ids)
+                    self._journaled()
                 except Exception as e:
                     raise volume_error(e) from e
         tail = head + full * ps
@@ -306,7 +328,19 @@ class PoolVolume(VolumeCore):
             check_geometry(self._m.block_size, self._ps, num_blocks)
             if num_blocks < self._m.num_blocks:
                 self._check_shrink(num_blocks)
+                # A journal never holds records beyond the end it is replayed into.
+                self._fence(None)
             self._save_manifest(num_blocks=num_blocks)
+
+    # ---- journal replay ------------------------------------------------------------
+
+    def _redo(self, record: Record) -> None:
+        if record.kind == WRITE:
+            self._write_bytes(record.a, memoryview(record.payload))
+        elif record.kind == ZERO:
+            self._zero_bytes(record.a, record.b)
+        elif record.kind == SET:
+            self._replace(list(range(record.a, record.a + record.b)), record.ids())
 
     def _check_shrink(self, num_blocks: int) -> None:
         end = num_blocks * self._m.block_size
