@@ -157,7 +157,8 @@ class VolumeCore:
                 for record in self._journal.records():
                     self._redo(record)
                     count += 1
-                self._fence(None)
+                # Local only: the bucket may be down, and the store is still opening us.
+                self._fence(None, upload=False)
             except Exception as e:
                 raise volume_error(e) from e
         if count:
@@ -170,7 +171,7 @@ class VolumeCore:
     def _journaled(self) -> None:
         """After a record is appended: keep the journal within its bound."""
         if self._journal.end > self.config.journal_bytes:
-            self._fence(None)
+            self._fence(None, upload=False)  # our own housekeeping, not a host's fence
 
     # ---- checks ----------------------------------------------------------------
 
@@ -289,7 +290,7 @@ class VolumeCore:
         if snaps:
             self._install(snaps, self._store(snaps))
 
-    def _fence(self, pages: Sequence[int] | None) -> None:
+    def _fence(self, pages: Sequence[int] | None, *, upload: bool = True) -> None:
         """Write back `pages` (None: every dirty page), fsync the table, and upload
         if this volume's fences wait for the bucket. Called with the lock held."""
         todo = list(dict.fromkeys(self.cache.dirty_pages() if pages is None else pages))
@@ -300,7 +301,7 @@ class VolumeCore:
             self.table.sync()
             if pages is None:
                 self._journal.rotate()
-            if self._m.fence_waits_for_upload:
+            if upload and self._m.fence_waits_for_upload:
                 if self._on_upload is not None:
                     self._on_upload(self)
                 else:
