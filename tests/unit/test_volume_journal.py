@@ -5,13 +5,18 @@ acknowledged command."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+import blake3
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.tape_kit import make_tier
 from tests.unit.volume_kit import SMALL, make_volumes
+from thur.cloud import GarbageCollector, GcConfig
+from thur.pool import ChunkMissing
 from thur.volume import VolumeConfig, VolumeStore
 from thur.volume.journal import HEADER, SET, WRITE, ZERO, Journal
 
@@ -60,18 +65,43 @@ def test_a_torn_or_damaged_tail_ends_replay_at_the_last_whole_record(
     j.close()
 
 
-def test_rotation_starts_an_empty_epoch_and_drops_leftovers(tmp_path: Path) -> None:
+def test_rotation_starts_an_empty_epoch_and_drops_every_older_one(tmp_path: Path) -> None:
     j = Journal(tmp_path)
     j.write(0, b"x" * 10)
-    j.rotate()
-    assert journals(tmp_path) == ["journal.2"]
-    assert list(j.records()) == []
+    j.retire()  # a checkpoint began: the old file is kept, replayed first
     j.write(0, b"y" * 10)
+    assert journals(tmp_path) == ["journal.1", "journal.2"]
+    assert [r.payload for r in j.records()] == [b"x" * 10, b"y" * 10]
+    j.rotate()  # a full fence: everything is in the table
+    assert journals(tmp_path) == ["journal.3"]
+    assert list(j.records()) == []
     j.close()
-    (tmp_path / "journal.1").write_bytes(b"stale")  # an interrupted rotation's leftover
+
+
+def test_an_interrupted_checkpoint_replays_the_retired_files_first(tmp_path: Path) -> None:
     j = Journal(tmp_path)
+    j.write(0, b"x" * 10)
+    j.retire()
+    j.write(10, b"y" * 10)
+    j.close()
+    j = Journal(tmp_path)
+    assert [(r.a, r.payload) for r in j.records()] == [(0, b"x" * 10), (10, b"y" * 10)]
+    j.drop_retired()
     assert journals(tmp_path) == ["journal.2"]
-    assert [r.payload for r in j.records()] == [b"y" * 10]
+    j.close()
+
+
+def test_a_torn_retired_file_ends_the_replay_there(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.write(0, b"x" * 10)
+    j.write(10, b"z" * 10)
+    j.retire()
+    j.write(20, b"y" * 10)
+    j.close()
+    f = tmp_path / "journal.1"
+    f.write_bytes(f.read_bytes()[:-1])
+    j = Journal(tmp_path)
+    assert [r.a for r in j.records()] == [0]  # history must stay contiguous
     j.close()
 
 
@@ -125,16 +155,19 @@ def test_an_unmap_after_a_write_is_not_undone_by_replay(tmp_path: Path) -> None:
     store.shutdown(replicate=False)
 
 
-def test_the_journal_stays_within_its_bound(tmp_path: Path) -> None:
-    config = VolumeConfig(cache_bytes=64 * 1024, background=False, fsync=False,
-                          journal_bytes=32 * 1024)
+@pytest.mark.parametrize("background", [False, True])
+def test_the_journal_stays_within_its_bound(tmp_path: Path, background: bool) -> None:
+    """Without a background writer a writer fences at the bound; with one, the
+    background checkpoints and a writer fences only at twice the bound."""
+    config = VolumeConfig(cache_bytes=64 * 1024, background=background, fsync=False,
+                          journal_bytes=32 * 1024, writeback_interval=0.01)
     store = VolumeStore(tmp_path / "volumes", make_tier(tmp_path), config=config)
     store.create("a", 256 * PS, **SMALL)
     a = store.open("a")
     for i in range(200):
         a.write(i * (PS // BS), bytes([i % 251 + 1]) * PS)
         size = sum(p.stat().st_size for p in a.path.iterdir() if p.name.startswith("journal."))
-        assert size <= 32 * 1024 + HEADER.size + PS
+        assert size <= (2 if background else 1) * 32 * 1024 + 2 * (HEADER.size + PS)
     store = reopen(tmp_path, store)
     a = store.open("a")
     for i in range(200):
@@ -150,3 +183,50 @@ def test_a_clean_close_leaves_an_empty_journal(tmp_path: Path) -> None:
     path = a.path
     store.shutdown(replicate=False)
     assert [(path / n).stat().st_size for n in journals(path)] == [0]
+
+
+def test_a_background_checkpoint_drops_the_retired_files(tmp_path: Path) -> None:
+    config = VolumeConfig(cache_bytes=64 * 1024, background=True, fsync=False,
+                          journal_bytes=16 * 1024, writeback_interval=0.01)
+    store = VolumeStore(tmp_path / "volumes", make_tier(tmp_path), config=config)
+    store.create("a", 64 * PS, **SMALL)
+    a = store.open("a")
+    for i in range(20):
+        a.write(i * (PS // BS), bytes([i + 1]) * PS)
+    deadline = time.monotonic() + 30
+    while len(journals(a.path)) > 1 or a._journal.end > 16 * 1024:  # noqa: SLF001
+        assert time.monotonic() < deadline, journals(a.path)
+        a.write(0, b"\x01" * BS)  # keep the writer going: the bound is crossed again
+        time.sleep(0.01)
+    assert a._journal.epoch > 1  # noqa: SLF001 - at least one checkpoint happened
+    store = reopen(tmp_path, store)
+    a = store.open("a")
+    assert a.read(PS // BS, PS // BS) == bytes([2]) * PS
+    assert a.read(0, 1) == b"\x01" * BS
+    store.shutdown(replicate=False)
+
+
+def test_replay_passes_a_chunk_a_later_record_replaced_and_gc_swept(tmp_path: Path) -> None:
+    """SET p -> X, a partial write on X, a full FUA write (the entry moves to Y), X's
+    last reference goes and GC sweeps it; then a crash: replay must not fail on X."""
+    tier = make_tier(tmp_path)
+    store = make_volumes(tmp_path, tier=tier)
+    store.create("a", 8 * PS, **SMALL)
+    store.create("b", 8 * PS, **SMALL)
+    a, b = store.open("a"), store.open("b")
+    x = os.urandom(PS)
+    a.write(0, x)
+    a.flush()
+    b.copy_from(a, 0, 0, PS // BS)  # SET b.0 -> X
+    b.write(1, b"\x55" * BS)  # read-modify-write of X
+    y = os.urandom(PS)
+    b.write(0, y, fua=True)  # b's entry now names Y; the journal still holds all three
+    a.write(0, os.urandom(PS))
+    a.flush()  # X's last reference gone
+    tier.flush()
+    GarbageCollector(tier, store.owners, GcConfig(grace=0, repack_below=0.99)).run()
+    with pytest.raises(ChunkMissing):
+        tier.get(blake3.blake3(x).digest())
+    store = reopen(tmp_path, store)
+    assert store.open("b").read(0, PS // BS) == y
+    store.shutdown(replicate=False)

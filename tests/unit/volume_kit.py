@@ -21,9 +21,12 @@ def make_volumes(
     background: bool = False,
     fsync: bool = False,
     replicate_delay: float = 60.0,
+    journal_bytes: int = VolumeConfig().journal_bytes,
 ) -> VolumeStore:
     tier = tier or make_tier(tmp_path)
-    config = VolumeConfig(cache_bytes=cache_bytes, background=background, fsync=fsync)
+    config = VolumeConfig(
+        cache_bytes=cache_bytes, background=background, fsync=fsync, journal_bytes=journal_bytes
+    )
     return VolumeStore(tmp_path / "volumes", tier, config=config, replicate_delay=replicate_delay)
 
 

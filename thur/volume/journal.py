@@ -17,10 +17,16 @@ touched are as the fence before the journal began left them.
 
 A full fence (SYNCHRONIZE CACHE) writes every dirty page back and
 fdatasyncs the table; the records are then redundant, and the journal starts
-a new epoch: a new empty file, the directory fsync'd, the old file unlinked.
-Opening a volume replays the newest epoch (older ones are leftovers of an
-interrupted rotation) and fences. The volume fences itself when the journal
-passes its size bound, so the file never outgrows that bound plus one command.
+a new epoch: a new empty file, the directory fsync'd, every older file
+unlinked. Between fences the volume keeps the journal bounded with a
+*checkpoint* that never stalls a command: the current file is fdatasync'd
+and retired, appends go on in a new epoch, the background writer writes back
+every page dirty at that moment, and once they are all in the (fdatasync'd)
+table the retired files are unlinked.
+
+Opening a volume replays every epoch present, oldest first, and fences.
+Replaying more history than needed is harmless: each byte ends as the last
+record touching it left it, whatever the table held.
 
 Record, version 1 (little-endian): a 40-byte header, then `payload_len` bytes.
 
@@ -36,7 +42,10 @@ Record, version 1 (little-endian): a 40-byte header, then `payload_len` bytes.
 | 36     | 4    | crc         | CRC-32 of header bytes 0..35, then the payload  |
 
 Replay stops at the first record that is short or fails its CRC: the torn
-tail of a power loss, never something a fence covered.
+tail of a power loss, never something a fence covered. A retired file was
+fdatasync'd whole before the next epoch began, so a torn record can only be
+in the newest file; one found earlier ends the replay there all the same
+(history must stay contiguous).
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ import re
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,8 +98,8 @@ class Journal:
         self.dir = Path(directory)
         self._fsync = fsync
         epochs = sorted(int(m[1]) for p in self.dir.iterdir() if (m := NAME.fullmatch(p.name)))
-        for old in epochs[:-1]:  # an interrupted rotation: the newest file is the truth
-            (self.dir / f"journal.{old}").unlink(missing_ok=True)
+        # Files of epochs before the current one, replayed first, unlinked when covered.
+        self.retired: list[int] = epochs[:-1]
         if epochs:
             self.epoch = epochs[-1]
             self._fd = os.open(self._path(self.epoch), os.O_RDWR | os.O_APPEND)
@@ -100,7 +109,13 @@ class Journal:
             self.epoch = 1
         self.end = os.fstat(self._fd).st_size
         self.synced = self.end  # what was there before we opened is on disk or lost
+        self.retired_bytes = sum(self._path(e).stat().st_size for e in self.retired)
         self._sync_lock = threading.Lock()
+
+    @property
+    def total(self) -> int:
+        """Bytes a replay would read: the current file and the retired ones."""
+        return self.end + self.retired_bytes
 
     def _path(self, epoch: int) -> Path:
         return self.dir / f"journal.{epoch}"
@@ -159,47 +174,88 @@ class Journal:
                     os.fdatasync(self._fd)
                 self.synced = end
 
-    def rotate(self) -> None:
-        """Start a new, empty epoch; called after a full fence made the records redundant."""
-        if self.end == 0:
-            return
+    def retire(self) -> None:
+        """Begin a checkpoint: make the current file durable whole and start a new
+        epoch; the old file stays (replayed first) until `drop_retired()`."""
+        self.sync()
         fd = self._create(self.epoch + 1)
         with self._sync_lock:
             old, self._fd = self._fd, fd
             os.close(old)
-            self._path(self.epoch).unlink(missing_ok=True)
+            self.retired.append(self.epoch)
+            self.retired_bytes += self.end
             self.epoch += 1
             self.end = self.synced = 0
+
+    def drop_retired(self) -> None:
+        """End a checkpoint: every retired record is in the fdatasync'd table."""
+        for epoch in self.retired:
+            self._path(epoch).unlink(missing_ok=True)
+        self.retired = []
+        self.retired_bytes = 0
+
+    def rotate(self) -> None:
+        """Start a new, empty epoch and drop every older one; called after a full
+        fence made all records redundant."""
+        if self.end == 0 and not self.retired:
+            return
+        if self.end:
+            fd = self._create(self.epoch + 1)
+            with self._sync_lock:
+                old, self._fd = self._fd, fd
+                os.close(old)
+                self.retired.append(self.epoch)
+                self.epoch += 1
+                self.end = self.synced = 0
+        self.drop_retired()
 
     # ---- replay --------------------------------------------------------------------
 
     def records(self) -> Iterator[Record]:
-        """The records of this epoch in order, up to the first torn or foreign one."""
-        off, buf = 0, b""
-        while True:
-            while len(buf) < HEADER.size:
-                more = os.pread(self._fd, READ_STEP, off + len(buf))
-                if not more:
-                    return
-                buf += more
-            magic, kind, epoch, a, b, plen, crc = HEADER.unpack_from(buf)
-            if magic != MAGIC or epoch != self.epoch or kind not in (WRITE, ZERO, SET):
+        """Every record, retired epochs first, up to the first torn or foreign one."""
+        for epoch in [*self.retired, self.epoch]:
+            if epoch == self.epoch:
+                whole = yield from _read_records(self._fd, epoch)
+            else:
+                try:
+                    fd = os.open(self._path(epoch), os.O_RDONLY)
+                except FileNotFoundError:
+                    return  # a gap in the history: nothing after it can be replayed
+                try:
+                    whole = yield from _read_records(fd, epoch)
+                finally:
+                    os.close(fd)
+            if not whole:
                 return
-            need = HEADER.size + plen
-            while len(buf) < need:
-                more = os.pread(self._fd, max(READ_STEP, need - len(buf)), off + len(buf))
-                if not more:
-                    return
-                buf += more
-            payload = buf[HEADER.size : need]
-            if zlib.crc32(payload, zlib.crc32(buf[:36])) != crc:
-                return
-            yield Record(kind, a, b, payload)
-            off += need
-            buf = buf[need:]
 
     def close(self) -> None:
         with self._sync_lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def _read_records(fd: int, epoch: int) -> Generator[Record, None, bool]:
+    """The records of one file; returns whether it ended cleanly (not torn)."""
+    off, buf = 0, b""
+    while True:
+        while len(buf) < HEADER.size:
+            more = os.pread(fd, READ_STEP, off + len(buf))
+            if not more:
+                return not buf
+            buf += more
+        magic, kind, rec_epoch, a, b, plen, crc = HEADER.unpack_from(buf)
+        if magic != MAGIC or rec_epoch != epoch or kind not in (WRITE, ZERO, SET):
+            return False
+        need = HEADER.size + plen
+        while len(buf) < need:
+            more = os.pread(fd, max(READ_STEP, need - len(buf)), off + len(buf))
+            if not more:
+                return False
+            buf += more
+        payload = buf[HEADER.size : need]
+        if zlib.crc32(payload, zlib.crc32(buf[:36])) != crc:
+            return False
+        yield Record(kind, a, b, payload)
+        off += need
+        buf = buf[need:]

@@ -207,6 +207,9 @@ class PoolVolume(VolumeCore):
                 self._cond.wait()
             self.cache.drop(page)
             self.table.set(page, cid)
+            self._checkpoint_covered(page, None)
+            if cid is not None and self._replayed_ids is not None:
+                self._replayed_ids.add(cid)
         self._changed(pages)
 
     # ---- thin provisioning -------------------------------------------------------
