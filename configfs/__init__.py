@@ -53,8 +53,13 @@ from .reattach import (
     prepare_reattach,
     reset_ring,
 )
+from .sessions import IscsiSession, iscsi_sessions, nvmet_controllers, parse_acl_info
 
 __all__ = [
+    "IscsiSession",
+    "iscsi_sessions",
+    "nvmet_controllers",
+    "parse_acl_info",
     "DEFAULT_ROOT",
     "ApplyReport",
     "BackstoreNotFound",

@@ -79,6 +79,17 @@ class TcmuConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The /health, /metrics, /sessions, /info endpoint (docs/OPERATIONS.md)."""
+
+    listen: Portal
+
+
+# Distinct per product, so thurvtld and thurvsad can share a host.
+DEFAULT_VTL_HTTP = HttpConfig(Portal("0.0.0.0", 9090))
+
+
+@dataclass(frozen=True)
 class VtlConfig:
     data_dir: Path
     library: LibraryConfig = field(default_factory=LibraryConfig)
@@ -87,6 +98,7 @@ class VtlConfig:
     admin_socket: Path = Path("/run/thurvtl/admin.sock")
     # Prefix for our kernel object names, so two daemons can share a host.
     instance: str = "thurvtl"
+    http: HttpConfig | None = DEFAULT_VTL_HTTP  # None: no HTTP endpoint
 
 
 def _mapping(raw: object, key: str) -> dict[str, Any]:
@@ -263,6 +275,27 @@ def parse_tcmu(raw: object, *, defaults: TcmuConfig) -> TcmuConfig:
     return _tcmu(raw, defaults)
 
 
+def parse_http(top: dict[str, Any], *, default: HttpConfig) -> HttpConfig | None:
+    """The `http` section: absent means `default`; `http: null` or
+    `http: {enabled: false}` turns the endpoint off; `listen` is 'IP:PORT'."""
+    if "http" not in top:
+        return default
+    if top["http"] is None:
+        return None
+    section = _mapping(top["http"], "http")
+    _reject_unknown(section, "http.", {"listen", "enabled"})
+    enabled = section.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("http.enabled", enabled, "true or false")
+    if not enabled:
+        return None
+    listen = section.get("listen", str(default.listen))
+    # A bare port is too easy to mistake for "all addresses": ask for both halves.
+    if not isinstance(listen, str) or ":" not in listen:
+        raise ConfigError("http.listen", listen, "an address 'IP:PORT', e.g. '0.0.0.0:9090'")
+    return HttpConfig(_portal(listen, "http.listen"))
+
+
 def read_yaml(path: Path) -> object:
     """A config file parsed as YAML, errors as ConfigError."""
     try:
@@ -278,7 +311,9 @@ def read_yaml(path: Path) -> object:
 def parse_vtl_config(raw: object) -> VtlConfig:
     """Validate a parsed YAML document into a VtlConfig."""
     top = _mapping(raw, "<top level>")
-    _reject_unknown(top, "", {"data_dir", "library", "iscsi", "tcmu", "admin_socket", "instance"})
+    _reject_unknown(
+        top, "", {"data_dir", "library", "iscsi", "tcmu", "admin_socket", "instance", "http"}
+    )
     # data_dir is checked first: it is the one key every file must have.
     if not isinstance(top.get("data_dir"), str) or not str(top["data_dir"]).startswith("/"):
         raise ConfigError("data_dir", top.get("data_dir"), "an absolute path (required)")
@@ -294,6 +329,7 @@ def parse_vtl_config(raw: object) -> VtlConfig:
         tcmu=_tcmu(top.get("tcmu")),
         admin_socket=keys.admin_socket,
         instance=keys.instance,
+        http=parse_http(top, default=DEFAULT_VTL_HTTP),
     )
 
 

@@ -13,10 +13,11 @@ from handlers.tcmu.device import (
     parse_uio_name,
 )
 from handlers.tcmu.fake_kernel import Completion, FakeKernel, HandlerBug, RingFull
-from handlers.tcmu.ring import Ring, RingError, RingStats, TmrListener
+from handlers.tcmu.ring import CommandListener, Ring, RingError, RingStats, TmrListener
 from handlers.tcmu.uapi import TcmuTmr
 
 __all__ = [
+    "CommandListener",
     "Completion",
     "DeviceBusy",
     "DeviceGone",

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from handlers.scsi.engine import LogicalUnit
-from handlers.tcmu.ring import Ring, TmrListener
+from handlers.tcmu.ring import CommandListener, Ring, TmrListener
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +201,12 @@ class TcmuDevice:
         *,
         name: str = "tcmu",
         on_tmr: TmrListener | None = None,
+        on_command: CommandListener | None = None,
         release: Callable[[], None] | None = None,
         rescan: float = 5.0,
     ) -> None:
         self.name = name
-        self.ring = Ring(buf, engine, name=name, on_tmr=on_tmr)
+        self.ring = Ring(buf, engine, name=name, on_tmr=on_tmr, on_command=on_command)
         self.doorbell = doorbell
         self.error: BaseException | None = None
         self._release = release
@@ -225,6 +226,7 @@ class TcmuDevice:
         uio_class: Path = UIO_CLASS,
         dev_dir: Path = DEV_DIR,
         on_tmr: TmrListener | None = None,
+        on_command: CommandListener | None = None,
     ) -> TcmuDevice:
         """Find, open and map the uio device of ``core/user_<hba>/<dev>``."""
         info = find_tcmu_device(hba, dev, uio_class)
@@ -247,12 +249,17 @@ class TcmuDevice:
                 engine,
                 name=f"user_{hba}/{dev}",
                 on_tmr=on_tmr,
+                on_command=on_command,
                 release=shared.close,
             )
         except BaseException:
             shared.close()
             os.close(fd)
             raise
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def running(self) -> bool:

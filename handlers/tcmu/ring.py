@@ -23,6 +23,7 @@ Rules the code follows (see DESIGN.md, "TCMU UAPI", and the kernel's
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,9 @@ from handlers.tcmu.uapi import (
 log = logging.getLogger(__name__)
 
 TmrListener = Callable[[int, tuple[int, ...]], None]
+# Told about every command answered: (opcode, SCSI status, sense, seconds it took).
+# Runs on the ring's thread, so it must be cheap (one histogram observe).
+CommandListener = Callable[[int, int, bytes, float], None]
 
 
 class RingError(Exception):
@@ -84,7 +88,8 @@ class Ring:
     """The command ring in `buf`, served by `engine` (one logical unit).
 
     `buf` must be writable and at least as large as the map the mailbox describes.
-    `on_tmr` (optional) is told about every TMR entry: ``(tmr_type, cmd_ids)``.
+    `on_tmr` (optional) is told about every TMR entry: ``(tmr_type, cmd_ids)``;
+    `on_command` (optional) about every command answered (metrics).
     Not thread-safe: exactly one thread calls `process` (commands on one LU are
     serialised by construction).
     """
@@ -96,6 +101,7 @@ class Ring:
         *,
         name: str = "tcmu",
         on_tmr: TmrListener | None = None,
+        on_command: CommandListener | None = None,
     ) -> None:
         mv = memoryview(buf)
         if mv.readonly:
@@ -105,6 +111,7 @@ class Ring:
         self._mb = ffi.cast("struct tcmu_mailbox *", self._base)
         self._engine = engine
         self._on_tmr = on_tmr
+        self._on_command = on_command
         self.name = name
         self.stats = RingStats()
         self._closed = False
@@ -286,6 +293,7 @@ class Ring:
     # -- one command ---------------------------------------------------------------------
 
     def _command(self, off: int, length: int, aborted: bool) -> None:
+        started = time.perf_counter()
         entry = ffi.cast("struct tcmu_cmd_entry *", self._base + off)
         io = self._io
         self.stats.commands += 1
@@ -303,6 +311,7 @@ class Ring:
             self.stats.aborted += 1
             log.info("%s: cmd %d aborted by TMR before it ran", self.name, req.cmd_id)
             io.respond(entry, off, SAM_STAT_TASK_ABORTED, b"", 0)
+            self._observe(req.cdb, SAM_STAT_TASK_ABORTED, b"", started)
             return
         status, sense, data, in_iovs = self._execute(req)
         read_len = io.scatter(data, in_iovs, status) if in_iovs else 0
@@ -310,6 +319,16 @@ class Ring:
             log.error("%s: cmd %d: CHECK CONDITION without sense", self.name, req.cmd_id)
             sense = internal_failure_sense()
         io.respond(entry, off, status, sense, read_len)
+        self._observe(req.cdb, status, sense, started)
+
+    def _observe(self, cdb: bytes, status: int, sense: bytes, started: float) -> None:
+        if self._on_command is None or not cdb:
+            return
+        try:
+            self._on_command(cdb[0], status, sense, time.perf_counter() - started)
+        except Exception:
+            # Metrics must never fail a command that has already been answered.
+            log.exception("%s: command listener failed", self.name)
 
     def _execute(self, req: Request) -> tuple[int, bytes, memoryview, list[tuple[int, int]]]:
         """Run the engine: (status, sense, data-in, iovecs the data-in may fill).

@@ -36,7 +36,7 @@ from .index import IndexCorrupt, PackIndex, SyncReport
 from .local import LocalBackend
 from .pack import PackCorrupt, PackEntry
 from .retry import RetryPolicy
-from .tier import TierConfig, TieredPool, UploadReport
+from .tier import TierConfig, TierCounters, TieredPool, UploadReport
 
 __all__ = [
     "AlreadyExists",
@@ -62,6 +62,7 @@ __all__ = [
     "RetryPolicy",
     "SyncReport",
     "TierConfig",
+    "TierCounters",
     "TieredPool",
     "UploadReport",
     "check",

@@ -86,6 +86,24 @@ class UploadReport:
     corrupt: list[bytes] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class TierCounters:
+    """Backend traffic since start, for metrics; updated under the tier's lock."""
+
+    # (kind, outcome) -> count; kind "pack" or "index", outcome "ok" or "error".
+    uploads: dict[tuple[str, str], int] = field(default_factory=dict)
+    upload_bytes: int = 0
+    downloads: dict[str, int] = field(default_factory=dict)  # outcome -> ranged GETs
+    download_bytes: int = 0
+    retries: int = 0  # transient failures retried (RetryPolicy)
+
+    def copy(self) -> TierCounters:
+        return TierCounters(
+            dict(self.uploads), self.upload_bytes, dict(self.downloads),
+            self.download_bytes, self.retries,
+        )
+
+
 class TieredPool:
     """Cache + backend + pack index, with upload and download workers."""
 
@@ -113,6 +131,7 @@ class TieredPool:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._counters = TierCounters()
         store.add_listener(self._wake.set)
 
     # ---- reads and writes -------------------------------------------------
@@ -222,7 +241,15 @@ class TieredPool:
 
     def _fetch_from(self, cid: bytes, entry: PackEntry) -> bytes:
         key = pack_key(entry.pack_id)
-        payload = self._call(lambda: self.backend.get(key, entry.offset, entry.length), key)
+        try:
+            payload = self._call(lambda: self.backend.get(key, entry.offset, entry.length), key)
+        except NotFound:
+            self._count_download("not_found", 0)  # a pack GC removed: tried elsewhere
+            raise
+        except BaseException:
+            self._count_download("error", 0)
+            raise
+        self._count_download("ok", len(payload))
         if len(payload) != entry.length:
             raise ChunkCorrupt(cid, f"{key} returned {len(payload)} of {entry.length} bytes")
         plain = self.store.compressor.decompress(cid, entry.codec, payload, entry.plain_len)
@@ -339,7 +366,7 @@ class TieredPool:
                 return
             pack_id, data, built = builder.finish()
             key = pack_key(pack_id)
-            self._call(lambda: self.put_once(key, data), key)
+            self._counted_put("pack", key, data)
             entries = built
             with self._lock:
                 self._unindexed.append(entries)
@@ -374,7 +401,7 @@ class TieredPool:
             entries = [e for pack in batch for e in pack]
             try:
                 ix_key, ix_data = encode_index_file(entries)
-                self._call(lambda k=ix_key, d=ix_data: self.put_once(k, d), ix_key)
+                self._counted_put("index", ix_key, ix_data)
                 self.index.add(entries, ix_key)
                 self.store.mark_durable(e.chunk_id for e in entries)
             except BaseException:
@@ -392,7 +419,34 @@ class TieredPool:
             self.backend.put(key, data, if_absent=True)
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        return self.config.retry.call(fn, self.clock.sleep, what)
+        return self.config.retry.call(fn, self._retry_sleep, what)
+
+    def _retry_sleep(self, seconds: float) -> None:
+        with self._lock:
+            self._counters.retries += 1
+        self.clock.sleep(seconds)
+
+    def _counted_put(self, kind: str, key: str, data: bytes) -> None:
+        outcome = "error"
+        try:
+            self._call(lambda: self.put_once(key, data), key)
+            outcome = "ok"
+        finally:
+            with self._lock:
+                n = self._counters.uploads.get((kind, outcome), 0)
+                self._counters.uploads[(kind, outcome)] = n + 1
+                if outcome == "ok":
+                    self._counters.upload_bytes += len(data)
+
+    def _count_download(self, outcome: str, size: int) -> None:
+        with self._lock:
+            self._counters.downloads[outcome] = self._counters.downloads.get(outcome, 0) + 1
+            self._counters.download_bytes += size
+
+    def counters(self) -> TierCounters:
+        """A snapshot of the backend traffic since start (for /metrics)."""
+        with self._lock:
+            return self._counters.copy()
 
     # ---- bucket index, background uploader ---------------------------------
 

@@ -14,11 +14,26 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .clock import Clock
 from .errors import BackpressureTimeout
 from .layout import ChunkFiles
+
+
+@dataclass(slots=True)
+class SpaceCounters:
+    """Since open, for metrics; updated with the store's condition held."""
+
+    evictions: int = 0  # chunks evicted to make room
+    evicted_bytes: int = 0
+    backpressure_waits: int = 0  # writes that had to wait for room at least once
+    backpressure_wait_seconds: float = 0.0
+    backpressure_timeouts: int = 0
+    logical_bytes: int = 0  # plaintext given to put()
+    dedup_hits: int = 0  # puts of a chunk the cache or the backend already had
+    unique_bytes: int = 0  # plaintext of the chunks put() stored
 
 
 class SpaceMixin:
@@ -36,6 +51,7 @@ class SpaceMixin:
     _pinned: int
     _inflight: int
     _writing: set[bytes]
+    counters: SpaceCounters
 
     def _initial_budget(self) -> int:
         if self.config.budget_bytes is not None:
@@ -54,6 +70,7 @@ class SpaceMixin:
         Only one writer per id at a time: a second one waits for the first
         and then finds the chunk present.
         """
+        waited = False
         with self._cond:
             while True:
                 if cid in self._sizes:
@@ -67,6 +84,9 @@ class SpaceMixin:
                     self._inflight += size
                     self._writing.add(cid)
                     return True
+                if not waited:
+                    waited = True
+                    self.counters.backpressure_waits += 1
                 self._wait_locked(deadline, size)
 
     def _wait_a_little(self, deadline: tuple[float, float], size: int) -> None:
@@ -78,8 +98,10 @@ class SpaceMixin:
         started, until = deadline
         now = self.clock.monotonic()
         if now >= until:
+            self.counters.backpressure_timeouts += 1
             raise BackpressureTimeout(size, now - started)
         self._cond.wait(min(self.config.poll_interval, until - now))
+        self.counters.backpressure_wait_seconds += self.clock.monotonic() - now
 
     def _evict_for(self, size: int) -> None:
         victims: list[bytes] = []
@@ -94,6 +116,8 @@ class SpaceMixin:
             freed += self._sizes[cid]
         if victims:
             self._remove(victims)
+            self.counters.evictions += len(victims)
+            self.counters.evicted_bytes += freed
 
     def _remove(self, ids: list[bytes]) -> None:
         # Row first, then file: a crash in between leaves an orphan file,

@@ -47,7 +47,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import chunkfile
@@ -60,7 +60,7 @@ from .errors import ChunkCorrupt, ChunkMissing
 from .gc import RefGuard
 from .layout import ChunkFiles
 from .recovery import recover
-from .space import SpaceMixin
+from .space import SpaceCounters, SpaceMixin
 from .submit import Data, SkipIf, Submitter, default_put_workers
 
 GiB = 1 << 30
@@ -128,6 +128,8 @@ class PoolStats:
     used_bytes: int
     budget_bytes: int
     pinned_bytes: int
+    # Since open (SpaceCounters): what /metrics reports.
+    counters: SpaceCounters = field(default_factory=SpaceCounters)
 
 
 def _statvfs_free(path: Path) -> Callable[[], int]:
@@ -174,6 +176,7 @@ class LocalStore(SpaceMixin):
         self._inflight = 0  # reserved for writes not yet on disk
         self._writing: set[bytes] = set()  # ids being written right now
         self._seq = 0
+        self.counters = SpaceCounters()
         for cid, size, durable, seq in self._db.execute(
             "SELECT id, size, durable, seq FROM chunks ORDER BY seq"
         ):
@@ -208,14 +211,27 @@ class LocalStore(SpaceMixin):
         with self._cond:
             if cid in self._sizes:
                 self._touch(cid)
+                self.counters.logical_bytes += len(data)
+                self.counters.dedup_hits += 1
                 return PutResult(cid, len(data), 0, False)
         if skip_if is not None and skip_if(cid):
+            self._count_put(len(data), new=False)
             return PutResult(cid, len(data), 0, False)
         codec, payload = self.compressor.compress(data)
         enc = Encoded(codec, len(data), payload)
         # SEALED: this payload was produced here from the plaintext just hashed to cid.
         stored = self._store(cid, enc, durable=False, sealed=True, max_wait=None)
+        self._count_put(len(data), new=stored > 0)
         return PutResult(cid, len(data), stored, stored > 0)
+
+    def _count_put(self, plain_len: int, *, new: bool) -> None:
+        # Counted once the put succeeded, so logical = unique + deduplicated plaintext.
+        with self._cond:
+            self.counters.logical_bytes += plain_len
+            if new:
+                self.counters.unique_bytes += plain_len
+            else:
+                self.counters.dedup_hits += 1
 
     def submit(self, data: Data, *, skip_if: SkipIf | None = None) -> Future[PutResult]:
         """`put()` on the pool's worker threads; the future resolves once durable.
@@ -448,7 +464,8 @@ class LocalStore(SpaceMixin):
 
     def stats(self) -> PoolStats:
         with self._cond:
-            return PoolStats(len(self._sizes), self._used, self.budget, self._pinned)
+            counters = replace(self.counters)  # a copy: the caller reads it unlocked
+            return PoolStats(len(self._sizes), self._used, self.budget, self._pinned, counters)
 
     def commit_stats(self) -> tuple[int, int]:
         """(group commits run, chunks they committed) since open."""

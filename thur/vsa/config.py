@@ -11,6 +11,7 @@
     tcmu: {cmd_time_out: 30, qfull_time_out: 30, max_data_area_mb: 64}
     admin_socket: /run/thurvsa/admin.sock
     instance: thurvsa                   # prefix of our kernel object names
+    http: {listen: "0.0.0.0:9091"}      # metrics and health; null turns it off
 
 The section parsers are thur/config.py's, shared with thurvtld; every error
 names the key.
@@ -23,10 +24,13 @@ from pathlib import Path
 
 from thur.config import (
     ConfigError,
+    HttpConfig,
     IscsiConfig,
+    Portal,
     TcmuConfig,
     as_mapping,
     parse_daemon_keys,
+    parse_http,
     parse_iscsi,
     parse_tcmu,
     read_yaml,
@@ -39,7 +43,9 @@ DEFAULT_INSTANCE = "thurvsa"
 # A disk command is short: the Linux SCSI layer gives up after 30 s and retries, so a
 # command stuck in a ring for longer helps nobody (unlike tape, which needs hours).
 TCMU_DEFAULTS = TcmuConfig(cmd_time_out=30, qfull_time_out=30, max_data_area_mb=64)
-TOP_KEYS = {"data_dir", "iscsi", "tcmu", "admin_socket", "instance"}
+TOP_KEYS = {"data_dir", "iscsi", "tcmu", "admin_socket", "instance", "http"}
+# thurvtld's is 9090: the two products can share a host.
+DEFAULT_HTTP = HttpConfig(Portal("0.0.0.0", 9091))
 
 __all__ = ["ConfigError", "VsaConfig", "load_vsa_config", "parse_vsa_config"]
 
@@ -51,6 +57,7 @@ class VsaConfig:
     tcmu: TcmuConfig = TCMU_DEFAULTS
     admin_socket: Path = Path(DEFAULT_SOCKET)
     instance: str = DEFAULT_INSTANCE
+    http: HttpConfig | None = DEFAULT_HTTP  # None: no HTTP endpoint
 
 
 def parse_vsa_config(raw: object) -> VsaConfig:
@@ -64,6 +71,7 @@ def parse_vsa_config(raw: object) -> VsaConfig:
         tcmu=parse_tcmu(top.get("tcmu"), defaults=TCMU_DEFAULTS),
         admin_socket=keys.admin_socket,
         instance=keys.instance,
+        http=parse_http(top, default=DEFAULT_HTTP),
     )
 
 

@@ -47,6 +47,7 @@ from handlers.tcmu import TcmuDevice
 from thur import systemd
 from thur.admin import AdminServer
 from thur.fsutil import fsync_dir
+from thur.observe import Observability
 from thur.volume import Volume
 from thur.vsa.config import ConfigError, VsaConfig, load_vsa_config
 from thur.vsa.storage import StorageUnavailable, VsaStorage
@@ -82,6 +83,11 @@ class Daemon:
         self.ledger = configfs.Ledger.load(ledger_path(config))
         self.devices: dict[str, TcmuDevice] = {}
         self.admin: AdminServer | None = None
+        self.obs = Observability(
+            "thurvsa", config.http, tier=self.storage.tier, target_iqn=config.iscsi.target_iqn,
+            info=self._info,
+            gauges={"volumes": ("Volumes exported", lambda: len(self.exports))},
+        )
         self._stop = threading.Event()
         self._detach_only = False
         self.reattaching = False
@@ -137,6 +143,7 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
+        self.obs.start()  # first: a taken http.listen fails the start before any kernel work
         with self.lock:
             existing = {e.backstore for e in self.exports.values()
                         if self._find(e.backstore) is not None}
@@ -155,7 +162,7 @@ class Daemon:
         if reattach:
             # Fail what was in flight back to the initiator (it retries), never replay.
             configfs.prepare_reattach(ref, mode=2)
-        device = TcmuDevice.open(ref.hba, ref.name, export.engine)
+        device = self.obs.open_device(ref.hba, ref.name, export.engine)
         device.start()
         self.devices[export.name] = device
         if reattach:
@@ -191,6 +198,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         systemd.notify("STOPPING=1")
+        self.obs.close()
         if self.admin is not None:
             self.admin.close()
         with self.lock:
@@ -410,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, on_signal)
     try:
         daemon.start()
+    except ConfigError as exc:  # http.listen cannot be bound
+        print(f"thurvsad: {exc}", file=sys.stderr)
+        daemon.request_stop(detach_only=True)
+        daemon.shutdown()
+        return EXIT_CONFIG
     except configfs.ConfigfsError as exc:
         log.error("kernel configuration failed: %s", exc)
         daemon.request_stop(detach_only=daemon.reattaching)

@@ -41,6 +41,7 @@ from thur.library import (
     load_or_mint,
     open_library,
 )
+from thur.observe import Observability
 from thur.vtl.storage import StorageUnavailable, VtlStorage
 from thur.vtl.topology import (
     LogicalUnit,
@@ -84,6 +85,12 @@ class Daemon:
         self.ledger = configfs.Ledger.load(ledger_path(config))
         self.devices: list[TcmuDevice] = []
         self.admin: AdminServer | None = None
+        self.obs = Observability(
+            "thurvtl", config.http, tier=self.storage.tier, target_iqn=config.iscsi.target_iqn,
+            info=self._info,
+            gauges={"cartridges": ("Cartridges in the library",
+                                   lambda: len(self.storage.source.list()))},
+        )
         self._stop = threading.Event()
         self._detach_only = False
         self.reattaching = False
@@ -91,6 +98,7 @@ class Daemon:
     # --- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
+        self.obs.start()  # first: a taken http.listen fails the start before any kernel work
         existing = {u.name for u in self.units if self._find(u.name) is not None}
         # A failed restart must not drop sessions that outlived the last daemon.
         self.reattaching = bool(existing)
@@ -118,7 +126,7 @@ class Daemon:
             # Mode 2: fail what was in flight back to the initiator, so a tape
             # WRITE is retried by the host rather than replayed twice.
             configfs.prepare_reattach(ref, mode=2)
-        device = TcmuDevice.open(ref.hba, ref.name, unit.engine)
+        device = self.obs.open_device(ref.hba, ref.name, unit.engine)
         device.start()
         self.devices.append(device)
         if reattach:
@@ -152,6 +160,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         systemd.notify("STOPPING=1")
+        self.obs.close()
         if self.admin is not None:
             self.admin.close()
         if self._detach_only:
@@ -257,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, on_signal)
     try:
         daemon.start()
+    except ConfigError as exc:  # http.listen cannot be bound
+        print(f"thurvtld: {exc}", file=sys.stderr)
+        daemon.request_stop(detach_only=True)
+        daemon.shutdown()
+        return EXIT_CONFIG
     except configfs.ConfigfsError as exc:
         log.error("kernel configuration failed: %s", exc)
         # Tear down only what this start created; after a crash or an upgrade the
