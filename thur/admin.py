@@ -189,7 +189,8 @@ class AdminServer:
         self._thread.start()
 
     def close(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits forever on a loop never started
+            self._server.shutdown()
         self._server.server_close()
         # Only our own socket: a newer daemon may already serve at this path.
         with contextlib.suppress(FileNotFoundError):
