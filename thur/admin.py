@@ -166,15 +166,19 @@ class AdminServer:
             except KeyError:
                 log.warning("group %s does not exist; the admin socket keeps the daemon's "
                             "group", group)
-        private = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        private = Path(tempfile.mkdtemp(prefix=".", dir=path.parent))
+        staged = private / "s"
+        dir_fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            staged = private / "s"
-            self._server = _Server(str(staged), _RequestHandler)
+            # Bound through /proc so the staging path is no longer than 108 bytes
+            # (sun_path) even when the final path only just fits.
+            self._server = _Server(f"/proc/self/fd/{dir_fd}/s", _RequestHandler)
             os.chmod(staged, 0o660)
             if gid != -1:
                 os.chown(staged, -1, gid)
             os.replace(staged, path)  # also replaces a socket a crashed daemon left
         finally:
+            os.close(dir_fd)
             with contextlib.suppress(OSError):
                 staged.unlink()
             private.rmdir()
