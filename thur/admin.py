@@ -4,21 +4,33 @@ Request:  {"verb": "library.info", "args": {...}}
 Reply:    {"ok": true, "result": ...}  or  {"ok": false, "error": "one line"}
 
 The CLIs (and later the shell and HTTP) are thin skins over this; every
-state-changing operation goes through it.
+state-changing operation goes through it, and with an `AuditLog` each such call
+is recorded (who from SO_PEERCRED, verb, redacted args, result) before the reply
+is sent. Every verb is audited unless its handler is marked `read_only`, so a
+verb added without thought is recorded rather than missed.
+
+The socket is mode 0660, group `group` (when that group exists; else the
+daemon's own). It is bound inside a private 0700 directory and renamed into
+place, so it is never reachable with looser permissions, not even briefly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import grp
 import json
 import logging
 import os
 import socket
 import socketserver
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from thur.audit import AuditError, AuditLog, Who, peer_of, read_entries, verify
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +42,68 @@ class AdminError(Exception):
     """The daemon refused a request, or could not be reached."""
 
 
+class DaemonNotRunning(AdminError):
+    """Nothing listens on the admin socket (as opposed to a refusal)."""
+
+
+def read_only(handler: Handler) -> Handler:
+    """Mark a verb that changes nothing: the audit log does not record its calls."""
+
+    @functools.wraps(handler)
+    def run(args: dict[str, Any]) -> Any:
+        return handler(args)
+
+    run.read_only = True  # type: ignore[attr-defined]
+    return run
+
+
+def is_read_only(handler: Handler) -> bool:
+    return bool(getattr(handler, "read_only", False))
+
+
+def _count(args: dict[str, Any], name: str, default: int | None, hi: int) -> int | None:
+    value = args.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= hi:
+        raise AdminError(f"'{name}' must be a whole number from 0 to {hi}, not {value!r}")
+    return value
+
+
+def audit_verbs(audit: AuditLog) -> dict[str, Handler]:
+    """`audit.tail {"n"?: int, "after"?: seq}` and `audit.verify {}`, served with the log."""
+
+    def tail(args: dict[str, Any]) -> dict[str, Any]:
+        n = _count(args, "n", 20, 10000)
+        assert n is not None
+        try:
+            return {"entries": read_entries(audit.directory, n, _count(args, "after", None,
+                                                                       1 << 62))}
+        except AuditError as exc:
+            raise AdminError(str(exc)) from None
+
+    return {
+        "audit.tail": read_only(tail),
+        "audit.verify": read_only(lambda _args: verify(audit.directory).as_dict()),
+    }
+
+
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     verbs: dict[str, Handler]
+    audit: AuditLog | None
 
 
 class _RequestHandler(socketserver.StreamRequestHandler):
     server: _Server
 
     def handle(self) -> None:
+        who = peer_of(self.request)
         line = self.rfile.readline(MAX_REQUEST)
+        audit = self.server.audit
+        audited = False
+        verb: Any = None
+        args: Any = {}
         try:
             request = json.loads(line)
             verb = request["verb"]
@@ -48,7 +112,14 @@ class _RequestHandler(socketserver.StreamRequestHandler):
             if handler is None:
                 reply: dict[str, Any] = {"ok": False, "error": f"unknown verb {verb!r}"}
             else:
+                if audit is not None and not is_read_only(handler):
+                    # Fail closed: no state change that cannot be recorded.
+                    audit.ready()
+                    audited = True
                 reply = {"ok": True, "result": handler(args)}
+        except AuditError as exc:
+            log.error("refused %s from uid %d pid %d: %s", verb, who.uid, who.pid, exc)
+            reply = {"ok": False, "error": f"refused: the audit log cannot be written ({exc})"}
         except AdminError as exc:
             reply = {"ok": False, "error": str(exc)}
         except (ValueError, KeyError, TypeError) as exc:
@@ -56,27 +127,64 @@ class _RequestHandler(socketserver.StreamRequestHandler):
         except Exception as exc:  # a bug must not kill the admin thread
             log.exception("admin request failed")
             reply = {"ok": False, "error": f"internal error: {exc}"}
+        if audited:
+            reply = self._record(who, verb, args, reply)
         self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+    def _record(self, who: Who, verb: str, args: Any, reply: dict[str, Any]) -> dict[str, Any]:
+        """Durably record the call before answering; say so if that failed."""
+        assert self.server.audit is not None
+        result = {"ok": True} if reply["ok"] else {"ok": False, "error": reply["error"]}
+        try:
+            self.server.audit.record(who, verb, args, result)
+        except AuditError as exc:
+            log.error("%s from uid %d pid %d not recorded: %s", verb, who.uid, who.pid, exc)
+            outcome = "was carried out" if reply["ok"] else f"failed ({reply['error']})"
+            return {"ok": False, "error": f"{verb} {outcome} but could not be recorded in the "
+                                          f"audit log: {exc}"}
+        return reply
 
 
 class AdminServer:
-    """Serves `verbs` on a Unix socket in a background thread."""
+    """Serves `verbs` on a Unix socket in a background thread.
 
-    def __init__(self, path: Path, verbs: dict[str, Handler], group: str | None = None) -> None:
+    With `audit`, calls of every verb not marked `read_only` are recorded, refusals
+    included, and `audit.tail` / `audit.verify` are served; the server then owns
+    the log and closes it. `group` owns the socket when it exists (a warning and
+    the daemon's own group otherwise, so a development machine still works).
+    """
+
+    def __init__(self, path: Path, verbs: dict[str, Handler], group: str | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.path = path
+        self.audit = audit
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() or path.is_symlink():
-            path.unlink()
-        self._server = _Server(str(path), _RequestHandler)
-        self._server.verbs = verbs
-        os.chmod(path, 0o660)
+        gid = -1
         if group is not None:
-            import grp
-
             try:
-                os.chown(path, -1, grp.getgrnam(group).gr_gid)
+                gid = grp.getgrnam(group).gr_gid
             except KeyError:
-                log.warning("group %s does not exist; admin socket stays root-only", group)
+                log.warning("group %s does not exist; the admin socket keeps the daemon's "
+                            "group", group)
+        private = Path(tempfile.mkdtemp(prefix=".", dir=path.parent))
+        staged = private / "s"
+        dir_fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            # Bound through /proc so the staging path is no longer than 108 bytes
+            # (sun_path) even when the final path only just fits.
+            self._server = _Server(f"/proc/self/fd/{dir_fd}/s", _RequestHandler)
+            os.chmod(staged, 0o660)
+            if gid != -1:
+                os.chown(staged, -1, gid)
+            os.replace(staged, path)  # also replaces a socket a crashed daemon left
+        finally:
+            os.close(dir_fd)
+            with contextlib.suppress(OSError):
+                staged.unlink()
+            private.rmdir()
+        self._inode = path.stat().st_ino
+        self._server.verbs = dict(verbs) | (audit_verbs(audit) if audit is not None else {})
+        self._server.audit = audit
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="admin", daemon=True
         )
@@ -85,10 +193,15 @@ class AdminServer:
         self._thread.start()
 
     def close(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits forever on a loop never started
+            self._server.shutdown()
         self._server.server_close()
+        # Only our own socket: a newer daemon may already serve at this path.
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            if self.path.stat().st_ino == self._inode:
+                self.path.unlink()
+        if self.audit is not None:
+            self.audit.close()
 
 
 def call(path: Path, verb: str, args: dict[str, Any] | None = None, timeout: float = 30) -> Any:
@@ -105,16 +218,22 @@ def call(path: Path, verb: str, args: dict[str, Any] | None = None, timeout: flo
                     break
                 buf += part
     except FileNotFoundError:
-        raise AdminError(f"daemon not running (no socket at {path})") from None
+        raise DaemonNotRunning(f"daemon not running (no socket at {path})") from None
     except ConnectionRefusedError:
-        raise AdminError(f"daemon not running (nobody listens on {path})") from None
+        raise DaemonNotRunning(f"daemon not running (nobody listens on {path})") from None
     except PermissionError:
         raise AdminError(f"permission denied on {path} (run as root or in its group)") from None
     except TimeoutError:
         raise AdminError(f"daemon did not answer within {timeout:.0f} s") from None
+    except OSError as exc:  # reset, not a socket, path too long...
+        raise AdminError(f"cannot talk to the daemon on {path}: {exc.strerror or exc}") from None
     if not buf:
         raise AdminError("daemon closed the connection without answering")
-    reply = json.loads(buf)
-    if not reply.get("ok"):
-        raise AdminError(reply.get("error", "request refused"))
-    return reply.get("result")
+    try:
+        reply = json.loads(buf)
+        ok, error, result = reply.get("ok"), reply.get("error"), reply.get("result")
+    except (ValueError, AttributeError):
+        raise AdminError(f"daemon sent a reply that is not JSON: {buf[:80]!r}") from None
+    if not ok:
+        raise AdminError(str(error or "request refused"))
+    return result

@@ -8,6 +8,7 @@ belong to.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -96,6 +97,8 @@ class VtlConfig:
     iscsi: IscsiConfig = field(default_factory=IscsiConfig)
     tcmu: TcmuConfig = field(default_factory=TcmuConfig)
     admin_socket: Path = Path("/run/thurvtl/admin.sock")
+    # Owner group of the admin socket; None: `thurvtl` if it exists, else the daemon's.
+    admin_group: str | None = None
     # Prefix for our kernel object names, so two daemons can share a host.
     instance: str = "thurvtl"
     http: HttpConfig | None = DEFAULT_VTL_HTTP  # None: no HTTP endpoint
@@ -246,12 +249,14 @@ class DaemonKeys:
     data_dir: Path
     admin_socket: Path
     instance: str
+    admin_group: str | None = None
 
 
 def parse_daemon_keys(
     top: dict[str, Any], *, default_socket: str, default_instance: str
 ) -> DaemonKeys:
-    """data_dir (required, absolute), admin_socket and instance, with their defaults."""
+    """data_dir (required, absolute), admin_socket, admin_group and instance, with their
+    defaults."""
     data_dir = top.get("data_dir")
     if not isinstance(data_dir, str) or not data_dir.startswith("/"):
         raise ConfigError("data_dir", data_dir, "an absolute path (required)")
@@ -261,7 +266,16 @@ def parse_daemon_keys(
     socket = top.get("admin_socket", default_socket)
     if not isinstance(socket, str) or not socket.startswith("/"):
         raise ConfigError("admin_socket", socket, "an absolute path")
-    return DaemonKeys(Path(data_dir), Path(socket), instance)
+    group = top.get("admin_group")
+    if group is not None:
+        if not isinstance(group, str) or not group:
+            raise ConfigError("admin_group", group, "a group name")
+        try:
+            grp.getgrnam(group)
+        except KeyError:
+            raise ConfigError("admin_group", group, "an existing group (see getent group)") \
+                from None
+    return DaemonKeys(Path(data_dir), Path(socket), instance, group)
 
 
 def parse_iscsi(raw: object, *, default_iqn: str) -> IscsiConfig:
@@ -312,7 +326,9 @@ def parse_vtl_config(raw: object) -> VtlConfig:
     """Validate a parsed YAML document into a VtlConfig."""
     top = _mapping(raw, "<top level>")
     _reject_unknown(
-        top, "", {"data_dir", "library", "iscsi", "tcmu", "admin_socket", "instance", "http"}
+        top,
+        "",
+        {"data_dir", "library", "iscsi", "tcmu", "admin_socket", "admin_group", "instance", "http"},
     )
     # data_dir is checked first: it is the one key every file must have.
     if not isinstance(top.get("data_dir"), str) or not str(top["data_dir"]).startswith("/"):
@@ -328,6 +344,7 @@ def parse_vtl_config(raw: object) -> VtlConfig:
         iscsi=_iscsi(top.get("iscsi")),
         tcmu=_tcmu(top.get("tcmu")),
         admin_socket=keys.admin_socket,
+        admin_group=keys.admin_group,
         instance=keys.instance,
         http=parse_http(top, default=DEFAULT_VTL_HTTP),
     )

@@ -6,6 +6,8 @@ backup admin's tools see.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import time
@@ -40,6 +42,13 @@ def _tape_nodes(devs: list[kit.ScsiDev]) -> list[str]:
 def test_library_attaches_and_tools_work(vtl: Callable[..., kit.Daemon]) -> None:
     daemon = vtl(library={"num_slots": 8, "num_mail_slots": 2, "num_drives": 2}).start()
     daemon.cli("library info")
+    # The admin socket records state changes, with who from the kernel (SO_PEERCRED).
+    daemon.cli("cartridge create ABC001L8")
+    entry = json.loads(daemon.cli("system audit tail -n 1 --json").stdout)[0]
+    assert (entry["verb"], entry["args"]["barcode"], entry["result"]) == (
+        "cartridge.create", "ABC001L8", {"ok": True})
+    assert entry["who"]["uid"] == os.getuid()
+    assert oct(daemon.socket.stat().st_mode & 0o777) == "0o660"
     kit.discover()
     kit.login(IQN)
     devs = _attached(2)
@@ -52,6 +61,9 @@ def test_library_attaches_and_tools_work(vtl: Callable[..., kit.Daemon]) -> None
     kit.logout_all()
     assert daemon.signal(signal.SIGTERM) == 0
     assert kit.kernel_objects(IQN, "thurvtl") == []
+    # With the daemon down, verify reads <data_dir>/audit through the config.
+    assert "audit log valid: 1 entries" in daemon.cli(
+        f"system audit verify --config {daemon.config_path}").stdout
 
 
 def test_chap_wrong_secret_refused_right_secret_accepted(vtl: Callable[..., kit.Daemon]) -> None:

@@ -6,6 +6,10 @@ plain number of bytes work too). A size must be a multiple of the block size
 Exit status: 0 done, 1 the daemon is down or refused (one line on stderr says
 why), 2 bad usage.
 
+`system audit tail|verify` reads the audit log, through the daemon or, when it is
+not running, from <data_dir>/audit (thur/audit_cli.py); verify exits 0 valid,
+1 broken, 2 unreadable.
+
 `volume delete` is refused while the volume is exported and an iSCSI session is
 logged in to the target; `--force` deletes it anyway (the initiators' I/O to it
 fails, and the data is gone).
@@ -22,10 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from thur import audit_cli
 from thur.admin import AdminError, call
+from thur.vsa.config import load_vsa_config
 
 DEFAULT_SOCKET = Path(os.environ.get("THURVSA_SOCKET", "/run/thurvsa/admin.sock"))
 EXIT_REFUSED = 1
+PRODUCT = audit_cli.Product("thurvsa", Path("/etc/thurvsa/thurvsa.yaml"), load_vsa_config)
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
 
@@ -148,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.add_argument("--force", action="store_true",
                         help="even while initiators are logged in (their I/O to it fails)")
+    audit_cli.add_parser(sub, json_flag, PRODUCT)
     return parser
 
 
@@ -181,6 +189,8 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.noun == "system":
+        return audit_cli.run(args, PRODUCT)
     try:
         result, text = run(args)
     except AdminError as exc:

@@ -10,6 +10,7 @@
       discovery_chap: {...}
     tcmu: {cmd_time_out: 30, qfull_time_out: 30, max_data_area_mb: 64}
     admin_socket: /run/thurvsa/admin.sock
+    admin_group: thurvsa                # owner group of the socket (default: thurvsa if it exists)
     instance: thurvsa                   # prefix of our kernel object names
     http: {listen: "0.0.0.0:9091"}      # metrics and health; null turns it off
 
@@ -43,7 +44,7 @@ DEFAULT_INSTANCE = "thurvsa"
 # A disk command is short: the Linux SCSI layer gives up after 30 s and retries, so a
 # command stuck in a ring for longer helps nobody (unlike tape, which needs hours).
 TCMU_DEFAULTS = TcmuConfig(cmd_time_out=30, qfull_time_out=30, max_data_area_mb=64)
-TOP_KEYS = {"data_dir", "iscsi", "tcmu", "admin_socket", "instance", "http"}
+TOP_KEYS = {"data_dir", "iscsi", "tcmu", "admin_socket", "admin_group", "instance", "http"}
 # thurvtld's is 9090: the two products can share a host.
 DEFAULT_HTTP = HttpConfig(Portal("0.0.0.0", 9091))
 
@@ -56,6 +57,7 @@ class VsaConfig:
     iscsi: IscsiConfig = field(default_factory=lambda: IscsiConfig(DEFAULT_TARGET_IQN))
     tcmu: TcmuConfig = TCMU_DEFAULTS
     admin_socket: Path = Path(DEFAULT_SOCKET)
+    admin_group: str | None = None
     instance: str = DEFAULT_INSTANCE
     http: HttpConfig | None = DEFAULT_HTTP  # None: no HTTP endpoint
 
@@ -70,6 +72,7 @@ def parse_vsa_config(raw: object) -> VsaConfig:
         iscsi=parse_iscsi(top.get("iscsi"), default_iqn=DEFAULT_TARGET_IQN),
         tcmu=parse_tcmu(top.get("tcmu"), defaults=TCMU_DEFAULTS),
         admin_socket=keys.admin_socket,
+        admin_group=keys.admin_group,
         instance=keys.instance,
         http=parse_http(top, default=DEFAULT_HTTP),
     )

@@ -46,6 +46,7 @@ from handlers.scsi import ThinDisk
 from handlers.tcmu import TcmuDevice
 from thur import systemd
 from thur.admin import AdminServer
+from thur.audit import AuditLog
 from thur.fsutil import fsync_dir
 from thur.observe import Observability
 from thur.volume import Volume
@@ -152,7 +153,10 @@ class Daemon:
             if existing:
                 log.info("found %d backstores from a previous run: reattaching", len(existing))
             self._apply(self._state(), existing)
-        self.admin = AdminServer(self.config.admin_socket, self._verbs(), group="thurvsa")
+        # Every state change through the socket is recorded (thur/audit.py).
+        self.admin = AdminServer(self.config.admin_socket, self._verbs(),
+                                 group=self.config.admin_group or "thurvsa",
+                                 audit=AuditLog(self.config.data_dir / "audit"))
         self.admin.start()
 
     def _attach(self, export: Export, reattach: bool) -> None:

@@ -19,6 +19,9 @@ Verbs and their arguments:
 session is logged in to the target (every session sees every LUN), or the
 daemon cannot tell. `force` unexports it anyway: the initiator then sees the
 LUN go away (its I/O fails), and the volume's data is gone for good.
+
+Verbs that change nothing are marked `read_only`; the admin server records every
+call of the others in the audit log (thur/audit.py).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from thur.admin import AdminError, Handler
+from thur.admin import AdminError, Handler, read_only
 from thur.volume import InvalidVolumeName, VolumeError, VolumeStore, VolumeStoreError
 
 # Errors whose message is a one-line answer for the operator.
@@ -97,11 +100,11 @@ class VsaVerbs:
 
     def table(self) -> dict[str, Handler]:
         verbs: dict[str, Callable[[Args], Any]] = {
-            "ping": lambda _args: {"pid": os.getpid()},
-            "vsa.info": lambda _args: self._info(),
+            "ping": read_only(lambda _args: {"pid": os.getpid()}),
+            "vsa.info": read_only(lambda _args: self._info()),
             "volume.create": self.volume_create,
-            "volume.list": self.volume_list,
-            "volume.info": self.volume_info,
+            "volume.list": read_only(self.volume_list),
+            "volume.info": read_only(self.volume_info),
             "volume.resize": self.volume_resize,
             "volume.delete": self.volume_delete,
         }

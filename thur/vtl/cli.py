@@ -5,6 +5,10 @@ Numbers are the ones `mtx status` prints: slots are 1-based, and the mail slots
 drives are 0-based. Tables are for people; --json prints the daemon's reply for
 scripts. Exit status: 0 done, 1 the daemon is down or refused (one line on
 stderr says why), 2 bad usage.
+
+`system audit tail|verify` reads the audit log, through the daemon or, when it is
+not running, from <data_dir>/audit (thur/audit_cli.py); verify exits 0 valid,
+1 broken, 2 unreadable.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from thur import audit_cli
 from thur.admin import AdminError, call
+from thur.config import load_vtl_config
 
 DEFAULT_SOCKET = Path(os.environ.get("THURVTL_SOCKET", "/run/thurvtl/admin.sock"))
 EXIT_REFUSED = 1
+PRODUCT = audit_cli.Product("thurvtl", Path("/etc/thurvtl/thurvtl.yaml"), load_vtl_config)
 
 
 # ---- formatting ---------------------------------------------------------------------------
@@ -165,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     unload.add_argument("drive", type=int, help="drive index (0-based)")
     unload.add_argument("slot", type=int, nargs="?",
                         help="destination slot (default: the slot it came from)")
+    audit_cli.add_parser(sub, json_flag, PRODUCT)
     return parser
 
 
@@ -205,6 +213,8 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.noun == "system":
+        return audit_cli.run(args, PRODUCT)
     try:
         result, text = run(args)
     except AdminError as exc:

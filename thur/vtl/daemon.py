@@ -32,6 +32,7 @@ import configfs
 from handlers.tcmu import TcmuDevice
 from thur import systemd
 from thur.admin import AdminServer
+from thur.audit import AuditLog
 from thur.config import ConfigError, VtlConfig, load_vtl_config
 from thur.library import (
     InventoryCorrupt,
@@ -115,7 +116,10 @@ class Daemon:
         for warning in report.warnings:
             log.warning("configfs: %s", warning)
         log.info("configfs: %d changes applied", len(report.done))
-        self.admin = AdminServer(self.config.admin_socket, self._verbs(), group="thurvtl")
+        # Every state change through the socket is recorded (thur/audit.py).
+        self.admin = AdminServer(self.config.admin_socket, self._verbs(),
+                                 group=self.config.admin_group or "thurvtl",
+                                 audit=AuditLog(self.config.data_dir / "audit"))
         self.admin.start()
 
     def _attach(self, unit: LogicalUnit, reattach: bool) -> None:

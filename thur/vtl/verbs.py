@@ -16,6 +16,9 @@ Verbs and their arguments:
     changer.inventory    {}
     changer.load         {"slot": int, "drive": int}
     changer.unload       {"drive": int, "slot"?: int}
+
+Verbs that change nothing are marked `read_only`; the admin server records every
+call of the others in the audit log (thur/audit.py).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from handlers.scsi import ChangerError
-from thur.admin import AdminError, Handler
+from thur.admin import AdminError, Handler, read_only
 from thur.library import (
     BarcodeError,
     CartridgeExists,
@@ -80,12 +83,12 @@ class LibraryVerbs:
 
     def table(self) -> dict[str, Handler]:
         verbs: dict[str, Callable[[Args], Any]] = {
-            "ping": lambda _args: {"pid": os.getpid()},
-            "library.info": lambda _args: self._info(),
+            "ping": read_only(lambda _args: {"pid": os.getpid()}),
+            "library.info": read_only(lambda _args: self._info()),
             "cartridge.create": self.cartridge_create,
-            "cartridge.list": self.cartridge_list,
-            "cartridge.info": self.cartridge_info,
-            "changer.inventory": self.changer_inventory,
+            "cartridge.list": read_only(self.cartridge_list),
+            "cartridge.info": read_only(self.cartridge_info),
+            "changer.inventory": read_only(self.changer_inventory),
             "changer.load": self.changer_load,
             "changer.unload": self.changer_unload,
         }
