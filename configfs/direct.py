@@ -267,6 +267,8 @@ def restore_db_root(fs: KernelFs, paths: ConfigfsPaths, previous: str,
         current = fs.read(paths.dbroot).strip()
         if os.path.normpath(current) != os.path.normpath(ours):
             return None  # someone else changed it since; leave theirs alone
+        if any(d.is_dir() for d in paths.core.glob("*_*/*")):
+            return None  # another daemon's backstores still use it (a shared db_root)
         fs.write(paths.dbroot, dbroot_value(previous))
     except OSError as exc:
         return f"could not restore LIO db_root to {previous!r}: {exc.strerror or exc}"

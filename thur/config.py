@@ -88,6 +88,10 @@ class HttpConfig:
 
 # Distinct per product, so thurvtld and thurvsad can share a host.
 DEFAULT_VTL_HTTP = HttpConfig(Portal("0.0.0.0", 9090))
+# LIO keeps persistent reservations (APTPL) under one db_root per host, settable only
+# while no backstore exists: thurvtld and thurvsad share this one so both can run on one
+# host (the files are named after each device's unit serial, so they never collide).
+DEFAULT_LIO_DB_ROOT = "/var/lib/thur/lio"
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class VtlConfig:
     admin_group: str | None = None
     # Prefix for our kernel object names, so two daemons can share a host.
     instance: str = "thurvtl"
+    lio_db_root: Path = Path(DEFAULT_LIO_DB_ROOT)
     http: HttpConfig | None = DEFAULT_VTL_HTTP  # None: no HTTP endpoint
 
 
@@ -250,6 +255,7 @@ class DaemonKeys:
     admin_socket: Path
     instance: str
     admin_group: str | None = None
+    lio_db_root: Path = Path(DEFAULT_LIO_DB_ROOT)
 
 
 def parse_daemon_keys(
@@ -275,7 +281,10 @@ def parse_daemon_keys(
         except KeyError:
             raise ConfigError("admin_group", group, "an existing group (see getent group)") \
                 from None
-    return DaemonKeys(Path(data_dir), Path(socket), instance, group)
+    db_root = top.get("lio_db_root", DEFAULT_LIO_DB_ROOT)
+    if not isinstance(db_root, str) or not db_root.startswith("/"):
+        raise ConfigError("lio_db_root", db_root, "an absolute path")
+    return DaemonKeys(Path(data_dir), Path(socket), instance, group, Path(db_root))
 
 
 def parse_iscsi(raw: object, *, default_iqn: str) -> IscsiConfig:
@@ -328,7 +337,10 @@ def parse_vtl_config(raw: object) -> VtlConfig:
     _reject_unknown(
         top,
         "",
-        {"data_dir", "library", "iscsi", "tcmu", "admin_socket", "admin_group", "instance", "http"},
+        {
+            "data_dir", "library", "iscsi", "tcmu", "admin_socket", "admin_group", "instance",
+            "http", "lio_db_root",
+        },
     )
     # data_dir is checked first: it is the one key every file must have.
     if not isinstance(top.get("data_dir"), str) or not str(top["data_dir"]).startswith("/"):
@@ -347,6 +359,7 @@ def parse_vtl_config(raw: object) -> VtlConfig:
         admin_group=keys.admin_group,
         instance=keys.instance,
         http=parse_http(top, default=DEFAULT_VTL_HTTP),
+        lio_db_root=keys.lio_db_root,
     )
 
 

@@ -174,6 +174,18 @@ def test_db_root(paths: ConfigfsPaths, tmp_path: Path) -> None:
     assert paths.dbroot.read_text() == "/etc/target\n"
 
 
+def test_a_shared_db_root_stays_while_another_daemons_backstores_use_it(
+    paths: ConfigfsPaths, tmp_path: Path
+) -> None:
+    fs = EmuFs()
+    db = tmp_path / "shared" / "lio"
+    paths.dbroot.write_text("/etc/target\n")
+    assert ensure_db_root(fs, paths, db).previous == "/etc/target"
+    (paths.core / "user_1" / "thurvsa_vol1").mkdir(parents=True)  # the other daemon's
+    assert restore_db_root(fs, paths, "/etc/target", db) is None
+    assert paths.dbroot.read_text() == f"{db}\n"
+
+
 def test_object_paths(paths: ConfigfsPaths) -> None:
     iqn, init = "iqn.2026-01.io.thur:vtl", "iqn.1993-08.org.debian:01:a"
     t = paths.target

@@ -64,6 +64,7 @@ def test_full_config() -> None:
         ({"tcmu": {"max_data_area_mb": 4}}, "tcmu.max_data_area_mb"),
         ({"admin_socket": "rel.sock"}, "admin_socket"),
         ({"instance": "Bad_Name"}, "instance"),
+        ({"lio_db_root": "relative/lio"}, "lio_db_root"),
         ({"library": {"num_slots": 4}}, "library"),  # a VTL key is unknown here
         ({"surprise": 1}, "surprise"),
     ],

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thur.config import (
+    DEFAULT_LIO_DB_ROOT,
     ConfigError,
     HttpConfig,
     IscsiConfig,
@@ -44,7 +45,9 @@ DEFAULT_INSTANCE = "thurvsa"
 # A disk command is short: the Linux SCSI layer gives up after 30 s and retries, so a
 # command stuck in a ring for longer helps nobody (unlike tape, which needs hours).
 TCMU_DEFAULTS = TcmuConfig(cmd_time_out=30, qfull_time_out=30, max_data_area_mb=64)
-TOP_KEYS = {"data_dir", "iscsi", "tcmu", "admin_socket", "admin_group", "instance", "http"}
+TOP_KEYS = {
+    "data_dir", "iscsi", "tcmu", "admin_socket", "admin_group", "instance", "http", "lio_db_root"
+}
 # thurvtld's is 9090: the two products can share a host.
 DEFAULT_HTTP = HttpConfig(Portal("0.0.0.0", 9091))
 
@@ -60,6 +63,7 @@ class VsaConfig:
     admin_group: str | None = None
     instance: str = DEFAULT_INSTANCE
     http: HttpConfig | None = DEFAULT_HTTP  # None: no HTTP endpoint
+    lio_db_root: Path = Path(DEFAULT_LIO_DB_ROOT)
 
 
 def parse_vsa_config(raw: object) -> VsaConfig:
@@ -75,6 +79,7 @@ def parse_vsa_config(raw: object) -> VsaConfig:
         admin_group=keys.admin_group,
         instance=keys.instance,
         http=parse_http(top, default=DEFAULT_HTTP),
+        lio_db_root=keys.lio_db_root,
     )
 
 

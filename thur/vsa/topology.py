@@ -91,7 +91,7 @@ def build_target_state(
         demo_mode=not acls,
     )
     return configfs.TargetState(
-        db_root=config.data_dir / "lio",
+        db_root=config.lio_db_root,
         backstores=backstores,
         iscsi_targets=(target,),
         discovery_auth=_chap(iscsi.discovery_chap, None),

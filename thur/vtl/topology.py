@@ -97,7 +97,7 @@ def build_target_state(config: VtlConfig, units: list[LogicalUnit]) -> configfs.
         demo_mode=not acls,
     )
     return configfs.TargetState(
-        db_root=config.data_dir / "lio",
+        db_root=config.lio_db_root,
         backstores=backstores,
         iscsi_targets=(target,),
         discovery_auth=_chap(iscsi.discovery_chap, None),
