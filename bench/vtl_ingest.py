@@ -45,35 +45,36 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pool_ingest  # noqa: E402 - the dataset generator and the raw ceiling
+from _common import (  # noqa: E402
+    breakdown,
+    clear_unit_attentions,
+    command,
+    cpu_line,
+    parse_size,
+    report,
+    run_json_child,
+    thread_cpu,
+)
 
 MiB = 1 << 20
 GiB = 1 << 30
-GOOD = 0x00
 GENERATIONS = 6
 # pool_ingest's tree starts at 384 MiB x scale and grows ~2 % per generation.
 _LOGICAL_PER_SCALE = GENERATIONS * 384 * MiB * 1.06
 
 # ---- dataset ----------------------------------------------------------------
-
-
-def _size(text: str) -> int:
-    text = text.strip().lower()
-    mult = {"k": 1 << 10, "m": MiB, "g": GiB}.get(text[-1:], 1)
-    return int(text.rstrip("kmg")) * mult
 
 
 def make_image(out: Path, seed: int, size_gib: float) -> None:
@@ -170,9 +171,7 @@ def child_drives(work: Path, images: list[Path], record: int, drives: int) -> di
         fake = FakeKernel(data_blocks=blocks, poison=False)
         ring = Ring(fake.map, engine, name=f"drive{k}")
         lanes.append((fake, ring, engine))
-        for _ in range(4):  # TEST UNIT READY until the unit attentions (29/00, 28/00) are gone
-            if _command(fake, ring, bytes(6)) == GOOD:
-                break
+        clear_unit_attentions(fake, ring)
     seconds = [0.0] * drives
     drive_cpu = [0.0] * drives
     errors: list[BaseException] = []
@@ -188,8 +187,8 @@ def child_drives(work: Path, images: list[Path], record: int, drives: int) -> di
                 for rec in img.records(gen, record):
                     n = len(rec)
                     cdb = bytes((0x0A, 0, n >> 16, (n >> 8) & 0xFF, n & 0xFF, 0))
-                    _command(fake, ring, cdb, rec)
-                _command(fake, ring, bytes((0x10, 0, 0, 0, 1, 0)))  # WRITE FILEMARKS(1)
+                    command(fake, ring, cdb, rec)
+                command(fake, ring, bytes((0x10, 0, 0, 0, 1, 0)))  # WRITE FILEMARKS(1)
             seconds[k] = time.perf_counter() - t0
             drive_cpu[k] = time.thread_time()
         except BaseException as e:  # reported by the parent
@@ -223,31 +222,6 @@ def child_drives(work: Path, images: list[Path], record: int, drives: int) -> di
     }
 
 
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds so far of the live threads, by kind (name without its number)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: Counter[str] = Counter()
-    for t in threading.enumerate():
-        try:
-            stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        kind = t.name.rstrip("0123456789").rstrip("_-")
-        out[kind] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-    return dict(out)
-
-
-def _command(fake: object, ring: object, cdb: bytes, data_out: object = None) -> int:
-    """Queue one command, let the handler run it, reap it; anything but GOOD is fatal."""
-    cmd_id = fake.submit(cdb, data_out=data_out)  # type: ignore[attr-defined]
-    ring.process()  # type: ignore[attr-defined]
-    done = fake.completions()[cmd_id]  # type: ignore[attr-defined]
-    if done.status != GOOD and cdb[0] != 0x00:
-        raise RuntimeError(f"cdb {cdb.hex()}: status {done.status:#x} sense {done.sense.hex()}")
-    return done.status
-
-
 CHILDREN = {"raw": child_raw, "drives": child_drives}
 
 
@@ -259,31 +233,15 @@ def run_child(
 ) -> dict:
     args = [__file__, "--child", kind, "--work", str(work), "--record", str(record)]
     args += ["--drives", str(drives), "--images", ",".join(map(str, images))]
-    cmd = [sys.executable, *args]
-    out_path = None
+    out = None
     if profile is not None and kind == "drives":
-        out_path = profile / f"{drives}drive-{record >> 10}k.txt"
-        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        spy_args = ["record", "--idle", "--threads", "--format", "raw", "-r", "200"]
-        cmd = [spy, *spy_args, "-o", str(out_path), "--", *cmd]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    if proc.returncode:
-        raise RuntimeError(f"{kind} failed ({proc.returncode}): {proc.stderr.decode()[-3000:]}")
-    out = proc.stdout
-    # py-spy writes its own messages to stdout too: the result is the last JSON line.
-    res = json.loads([ln for ln in out.decode().splitlines() if ln.startswith("{")][-1])
-    if out_path is not None:
-        res["profile"] = str(out_path)
-    return res
+        out = profile / f"{drives}drive-{record >> 10}k.txt"
+    return run_json_child(args, out)
 
 
 def _child_main(args: argparse.Namespace) -> None:
     images = [Path(p) for p in args.images.split(",")]
-    res = CHILDREN[args.child](args.work, images, args.record, args.drives)
-    ru = resource.getrusage(resource.RUSAGE_SELF)  # the child's own peak and CPU
-    res["rss"] = ru.ru_maxrss * 1024  # KiB on Linux
-    res["cpu"] = ru.ru_utime + ru.ru_stime
-    print(json.dumps(res), flush=True)
+    report(CHILDREN[args.child](args.work, images, args.record, args.drives))
 
 
 def table(results: dict[str, dict], drive_counts: list[int]) -> str:
@@ -312,19 +270,7 @@ def table(results: dict[str, dict], drive_counts: list[int]) -> str:
     return "\n".join(lines)
 
 
-# py-spy frames look like "function (path/to/file.py:line)". A sample whose innermost
-# frame waits (lock, condition, queue, join) is charged to "wait: <who waits>", named by
-# the nearest project frame; any other sample to the first LAYERS rule that matches a
-# frame, innermost first. C calls (zstd, BLAKE3, FastCDC, fsync, sqlite) show as the
-# Python frame that makes them.
-WAITS = (
-    "Condition.wait",
-    "Event.wait",
-    "_wait_for_tstate_lock",
-    "Condition.__enter__",
-    "_worker (concurrent/futures/thread.py:81)",
-    "Semaphore.acquire",
-)
+# Layers of a profile, for `_common.breakdown` (first match, innermost frame first).
 LAYERS = [
     ("pool: directory fsync", ("fsync_dir (",)),
     ("pool: chunk file write + fsync + rename", ("ChunkFiles.stage (",)),
@@ -358,54 +304,19 @@ LAYERS = [
     ("setup / teardown", ("VtlStorage", "Image.warm", "importlib", "CartridgeStore.create")),
 ]
 THREADS = [
-    ("drive", "drive threads"),
-    ("thur-tape-put", "cartridge put workers"),
-    ("thur-put", "pool put workers"), ("thur-pool", "pool workers"),
-    ("thur-io", "uploader workers"),
-    ("thur-upload", "uploader"),
-    ("thur-tape-replica", "replicator"),
-    ("MainThread", "main"),
+    ("drive threads", ("drive",)),
+    ("cartridge put workers", ("thur-tape-put",)),
+    ("pool put workers", ("thur-put",)),
+    ("pool workers", ("thur-pool",)),
+    ("uploader workers", ("thur-io",)),
+    ("uploader", ("thur-upload",)),
+    ("replicator", ("thur-tape-replica",)),
+    ("main", ("MainThread",)),
 ]
 
 
-def _owner(frames: list[str]) -> str:
-    for frame in reversed(frames):
-        if any(k in frame for k in ("thur/", "handlers/", "bench/")):
-            return frame.split(" (")[0]
-    return "idle"
-
-
-def _layer(frames: list[str]) -> str:
-    if any(w in frames[-1] for w in WAITS):
-        owner = _owner(frames)
-        return "idle: no work" if owner in ("idle", "CartridgeStore._run") else f"wait: {owner}"
-    for frame in reversed(frames):
-        hit = next((name for name, keys in LAYERS if any(k in frame for k in keys)), None)
-        if hit:
-            return hit
-    return "other: interpreter, threading"
-
-
-def breakdown(path: Path, top: int = 9) -> str:
-    """Wall time per thread kind and layer, from a py-spy `--idle --threads` raw profile."""
-    per: dict[str, Counter[str]] = {}
-    seen: dict[str, set[str]] = {}
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        if len(frames) < 2:
-            continue
-        head = frames[0]
-        kind = next((label for tag, label in THREADS if tag in head), "other threads")
-        per.setdefault(kind, Counter())[_layer(frames[1:])] += int(count)
-        seen.setdefault(kind, set()).add(head.split(")")[0])
-    out = []
-    for kind, layers in per.items():
-        total = sum(layers.values())
-        n = len(seen[kind])
-        shown = ", ".join(f"{name} {c / total:.0%}" for name, c in layers.most_common(top))
-        out.append(f"- {kind} ({n}): {shown}")
-    return "\n".join(out)
+def _breakdown(path: str) -> str:
+    return breakdown(Path(path), LAYERS, THREADS, idle_owners=("CartridgeStore._run",))
 
 
 def main() -> None:
@@ -428,7 +339,7 @@ def main() -> None:
         return
 
     counts = [int(x) for x in args.drives.split(",")]
-    records = [_size(x) for x in args.records.split(",")]
+    records = [parse_size(x) for x in args.records.split(",")]
     root = Path(tempfile.mkdtemp(prefix="thur-vtl-bench-", dir=args.work))
     try:
         data = args.keep_data or root / "images"
@@ -462,13 +373,12 @@ def main() -> None:
             print("\nCPU seconds by thread, up to the last filemark (main: setup too):")
             for key, res in results.items():
                 if "thread_cpu" in res:
-                    parts = sorted(res["thread_cpu"].items(), key=lambda kv: -kv[1])
-                    print(f"- {key}: " + ", ".join(f"{k} {v:.1f}" for k, v in parts if v >= 0.05))
+                    print(cpu_line(key, res["thread_cpu"]))
             if args.profile:
                 for key, res in results.items():
                     if "profile" in res:
                         print(
-                            f"\nprofile {key} (round {rnd + 1})\n{breakdown(Path(res['profile']))}",
+                            f"\nprofile {key} (round {rnd + 1})\n{_breakdown(res['profile'])}",
                             flush=True,
                         )
     finally:
