@@ -60,6 +60,7 @@ from .prereq import (
     check_prerequisites,
     load_modules,
     load_nvme_modules,
+    nvme_psk_hosts,
     nvme_tls_problems,
 )
 from .reattach import (
@@ -114,6 +115,7 @@ __all__ = [
     "load_modules",
     "load_nvme_modules",
     "make_dhchap_secret",
+    "nvme_psk_hosts",
     "nvme_tls_problems",
     "parse_aptpl",
     "prepare_reattach",

@@ -249,3 +249,23 @@ def nvme_tls_problems(probe: HostProbe | None = None) -> list[str]:
                         "handshakes to it (Debian: apt install ktls-utils; systemctl "
                         "enable --now tlshd)")
     return problems
+
+
+def nvme_psk_hosts(subsystem_nqn: str, probe: HostProbe | None = None) -> set[str]:
+    """Host NQNs with a TLS PSK for ``subsystem_nqn`` in the .nvme keyring, from the
+    key descriptions in /proc/keys ("NVMe<v>R<hh> <hostnqn> <subnqn>[ <digest>]", as
+    `nvme gen-tls-key --insert` and `nvme check-tls-key --insert` make them)."""
+    p = probe or HostProbe()
+    try:
+        lines = p._p("/proc/keys").read_text().splitlines()
+    except OSError:
+        return set()
+    hosts: set[str] = set()
+    for line in lines:
+        fields = line.split()
+        # id flags usage timeout perm uid gid type description...: payload
+        if len(fields) < 11 or fields[7] != "psk" or not fields[8].startswith("NVMe"):
+            continue
+        if fields[10].rstrip(":") == subsystem_nqn:
+            hosts.add(fields[9])
+    return hosts

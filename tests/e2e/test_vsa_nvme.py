@@ -330,3 +330,42 @@ def test_tls_refused_without_tlshd(vsa: kit.VsaDaemon) -> None:
     assert proc.returncode == 3
     assert "nvme.tls" in proc.stderr and "tlshd is not running" in proc.stderr
     assert nvmet_objects() == FOREIGN
+
+
+TLSHD_CONF = """[authenticate]
+keyrings=.nvme
+[authenticate.client]
+[authenticate.server]
+"""
+
+
+def test_tls_end_to_end_with_tlshd(vsa: kit.VsaDaemon, tmp_path: Path) -> None:
+    # tlshd does the TLS handshakes of both ends (target and host share this machine's
+    # .nvme keyring); the test owns it and stops it by its pid.
+    Path("/etc/tlshd.conf").write_text(TLSHD_CONF)
+    log = open(tmp_path / "tlshd.log", "wb")  # noqa: SIM115 - owned by the child
+    tlshd = subprocess.Popen(["tlshd", "-s"], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        hostnqn, hostid = _host(4)
+        kit.sh(f"nvme gen-tls-key --hostnqn={hostnqn} --subsysnqn={NQN} --insert")
+        kit.sh("grep psk /proc/keys", check=False)
+        _write_config(vsa, tls=True, hosts=[{"nqn": hostnqn}])
+        vsa.start()
+        port = next(p for p in (NVMET / "ports").iterdir() if p.name != "777")
+        assert (port / "addr_tsas").read_text().strip() == "tls1.3"
+        me = f"--hostnqn={hostnqn} --hostid={hostid}"
+        assert connect(me, check=False).returncode != 0  # no TLS: refused
+        assert not namespaces()
+        connect(f"{me} --tls")
+        node = namespace(1)
+        data = os.urandom(BLOCK * 32)
+        write_at(node, 512, data)
+        assert read_at(node, 512, 32) == data
+        disconnect()
+        assert vsa.signal(signal.SIGTERM) == 0
+        assert nvmet_objects() == FOREIGN
+    finally:
+        tlshd.terminate()
+        tlshd.wait(30)
+        print((tmp_path / "tlshd.log").read_text(errors="replace")[-3000:])

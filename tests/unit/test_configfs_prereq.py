@@ -13,6 +13,7 @@ from configfs import (
     check_prerequisites,
     load_modules,
     load_nvme_modules,
+    nvme_psk_hosts,
     nvme_tls_problems,
 )
 from configfs.prereq import MODULES
@@ -183,3 +184,16 @@ def test_tls_refusals_say_what_is_missing(tmp_path: Path) -> None:
     assert "lacks CONFIG_NVME_TARGET_TCP_TLS" in problems[0]
     assert ".nvme keyring is missing" in problems[1]
     assert "tlshd is not running" in problems[2] and "ktls-utils" in problems[2]
+
+
+def test_psk_hosts_read_from_the_keyring(tmp_path: Path) -> None:
+    probe = tls_host(tmp_path)
+    sub, host1 = "nqn.2026-11.io.thur:vsa", "nqn.2014-08.org.nvmexpress:uuid:662dfe0c"
+    # as the test VM showed them after `nvme gen-tls-key --insert`
+    with open(probe.root / "proc" / "keys", "a") as f:
+        f.write(f"13e9cdf6 I--Q---     1 perm 3b010000     0     0 psk       NVMe0R01 "
+                f"{host1} {sub}: 32\n"
+                f"13e9cdf7 I--Q---     1 perm 3b010000     0     0 psk       NVMe1R02 "
+                f"nqn.2026-11.io.other:h nqn.2026-11.io.other:s abcdef: 48\n")
+    assert nvme_psk_hosts(sub, probe) == {host1}
+    assert nvme_psk_hosts("nqn.2026-11.io.thur:none", probe) == set()

@@ -400,6 +400,20 @@ def count_tcp_connections(ports: set[int], proc_net: Path = PROC_NET) -> int | N
     return count
 
 
+def warn_missing_psks(config: VsaConfig) -> None:
+    """PSKs are provisioned outside thurvsad (nvme-cli, into the .nvme keyring) and may
+    come later, so a missing one is a warning: that host cannot connect until it has one."""
+    nqn = config.nvme.subsystem_nqn
+    have = configfs.nvme_psk_hosts(nqn)
+    wanted = [h.nqn for h in config.nvme.hosts]
+    missing = [h for h in wanted if h not in have] if wanted else ([] if have else ["any"])
+    for host in missing:
+        who = "no host" if host == "any" else f"host {host}"
+        log.warning("nvme.tls: %s has a TLS PSK for %s in the .nvme keyring; add one with "
+                    "`nvme gen-tls-key --hostnqn=<host> --subsysnqn=%s --insert` (or "
+                    "check-tls-key --insert with the host's key)", who, nqn, nqn)
+
+
 def ledger_path(config: VsaConfig) -> Path:
     return config.data_dir / "configfs-ledger.json"
 
@@ -455,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             for problem in problems:
                 print(f"thurvsad: nvme.tls: {problem}", file=sys.stderr)
             return EXIT_KERNEL
+        warn_missing_psks(config)
     if args.teardown:
         return teardown_leftovers(config)
 
