@@ -21,7 +21,7 @@
           dhchap_ctrl_secret: "DHHC-1:00:...:"  # optional: and we prove ours
           dhchap_hash: hmac(sha256)             # hmac(sha256|sha384|sha512)
           dhchap_dhgroup: null                  # null, ffdhe2048 ... ffdhe8192
-      tls: false                        # TLS 1.3 with PSKs: needs tlshd (refused without)
+      tls: false                        # TLS 1.3 + PSKs via tlshd (refused without it)
 
 The section parsers are thur/config.py's, shared with thurvtld; every error
 names the key (secrets are never echoed).
