@@ -12,7 +12,8 @@ Daemon use (configfs depends on nothing in thur; the daemon wires it to handlers
     stop_handlers(); teardown(ledger)          # then remove the devices themselves
 
 Module map: model (desired state), plan (pure diff), ledger (what we created),
-lio (executor: rtslib-fb for fabric objects), direct (configfs writes rtslib cannot do
+lio (executor: rtslib-fb for fabric objects), nvmet (nvmet objects, plain configfs
+writes; nvmet_model is their desired state), direct (configfs writes rtslib cannot do
 safely), orchestrate (apply/teardown), reattach (uio/ring actions), prereq (host checks).
 """
 
@@ -40,10 +41,28 @@ from .model import (
     TargetState,
     UserBackstore,
 )
+from .nvmet import NvmetOps
+from .nvmet_model import (
+    LoopRef,
+    NvmeHost,
+    NvmeNamespace,
+    NvmePort,
+    NvmeSubsystem,
+    check_dhchap_secret,
+    check_nqn,
+    make_dhchap_secret,
+)
 from .orchestrate import ApplyReport, apply, preview, teardown
 from .paths import DEFAULT_ROOT
 from .plan import Plan
-from .prereq import HostProbe, check_prerequisites, load_modules
+from .prereq import (
+    HostProbe,
+    check_prerequisites,
+    load_modules,
+    load_nvme_modules,
+    nvme_psk_hosts,
+    nvme_tls_problems,
+)
 from .reattach import (
     BackstoreRef,
     block_dev,
@@ -73,10 +92,16 @@ __all__ = [
     "IscsiTarget",
     "Ledger",
     "LedgerError",
+    "LoopRef",
     "LoopbackTarget",
     "Lun",
     "MappedLun",
     "NodeAcl",
+    "NvmeHost",
+    "NvmeNamespace",
+    "NvmePort",
+    "NvmeSubsystem",
+    "NvmetOps",
     "Plan",
     "Portal",
     "PrerequisiteError",
@@ -86,11 +111,17 @@ __all__ = [
     "UserBackstore",
     "apply",
     "block_dev",
+    "check_dhchap_secret",
+    "check_nqn",
     "check_prerequisites",
     "find_uio",
     "find_user_backstore",
     "finish_reattach",
     "load_modules",
+    "load_nvme_modules",
+    "make_dhchap_secret",
+    "nvme_psk_hosts",
+    "nvme_tls_problems",
     "parse_aptpl",
     "prepare_reattach",
     "preview",

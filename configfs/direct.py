@@ -49,6 +49,9 @@ class KernelFs:
     def unlink(self, path: Path) -> None:
         os.unlink(path)
 
+    def symlink(self, target: Path, link: Path) -> None:
+        os.symlink(target, link)
+
 
 def _err(what: str, path: Path, exc: OSError) -> ExecutionError:
     return ExecutionError(f"{what} {path}: {exc.strerror or exc}")

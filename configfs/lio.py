@@ -22,6 +22,7 @@ from .direct import (
 )
 from .errors import ExecutionError
 from .ledger import Ledger, Record
+from .nvmet import NvmetOps
 from .paths import ConfigfsPaths, Kind, ObjKey, object_path
 from .plan import Node
 
@@ -43,16 +44,23 @@ class Executor(Protocol):
 _CHAP_ATTRS = ("userid", "password", "mutual_userid", "mutual_password")
 
 
+def _is_nvmet(key: ObjKey) -> bool:
+    return key.kind.label.startswith("nvmet_")
+
+
 class LioExecutor:
     def __init__(self, paths: ConfigfsPaths | None = None, fs: KernelFs | None = None,
                  db_root: Path | None = None) -> None:
         self.paths = paths or ConfigfsPaths()
         self.fs = fs or KernelFs()
         self.db_root = db_root
+        self.nvmet = NvmetOps(self.paths, self.fs)
         self._rts: ModuleType | None = None
 
     # -- probing (plain configfs reads) ----------------------------------------------
     def exists(self, key: ObjKey, record: Record | None) -> bool:
+        if _is_nvmet(key):
+            return self.nvmet.exists(key, record)
         if key.kind is Kind.DISCOVERY_AUTH:
             return self._discovery_configured()
         hba = record.hba if record is not None else None
@@ -70,6 +78,8 @@ class LioExecutor:
         return enforce or userid not in ("", "NULL")
 
     def allocate(self, node: Node) -> dict[str, Any]:
+        if _is_nvmet(node.key):
+            return self.nvmet.allocate(node)
         if node.key.kind is Kind.BACKSTORE:
             return {"hba": allocate_hba(self.paths)}
         return {}
@@ -77,6 +87,9 @@ class LioExecutor:
     # -- operations ------------------------------------------------------------------
     def create(self, node: Node, record: Record, ledger: Ledger) -> None:
         key, kind = node.key, node.key.kind
+        if _is_nvmet(key):
+            self.nvmet.create(node, record, ledger)
+            return
         if kind is Kind.BACKSTORE:
             if record.hba is None:
                 raise ExecutionError(f"{key}: no hba index recorded")
@@ -118,6 +131,9 @@ class LioExecutor:
 
     def update(self, node: Node, record: Record, ledger: Ledger) -> None:
         key, kind = node.key, node.key.kind
+        if _is_nvmet(key):
+            self.nvmet.update(node, record, ledger)
+            return
         if kind is Kind.BACKSTORE:
             path = object_path(key, self.paths, record.hba)
             assert path is not None
@@ -146,7 +162,9 @@ class LioExecutor:
 
     def delete(self, record: Record) -> None:
         key, kind = record.key, record.key.kind
-        if kind is Kind.BACKSTORE:
+        if _is_nvmet(key):
+            self.nvmet.delete(record)
+        elif kind is Kind.BACKSTORE:
             if record.hba is not None:
                 delete_user_backstore(self.fs, self.paths, record.hba, str(key.ident[0]))
         elif kind is Kind.DISCOVERY_AUTH:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StateError
+from .nvmet_model import NvmeHost, NvmeSubsystem
 
 MAX_LUN = 65535  # LIO: lun_0 .. lun_65535 (rtslib's MAX_TARGET_LUN agrees)
 _MIB = 1024 * 1024
@@ -334,13 +335,16 @@ class TargetState:
     iscsi_targets: tuple[IscsiTarget, ...] = ()
     loopback_targets: tuple[LoopbackTarget, ...] = ()
     discovery_auth: Chap | None = field(default=None)
+    nvme_hosts: tuple[NvmeHost, ...] = ()
+    nvme_subsystems: tuple[NvmeSubsystem, ...] = ()
 
     def __post_init__(self) -> None:
         db_root = Path(self.db_root)
         if not db_root.is_absolute():
             raise _fail("db_root", f"{str(self.db_root)!r} must be an absolute path")
         _set(self, "db_root", db_root)
-        for name in ("backstores", "iscsi_targets", "loopback_targets"):
+        for name in ("backstores", "iscsi_targets", "loopback_targets", "nvme_hosts",
+                     "nvme_subsystems"):
             _set(self, name, tuple(getattr(self, name)))
         _unique([b.name for b in self.backstores], "state", "backstore name")
         _unique([b.wwn_serial for b in self.backstores], "state", "backstore wwn_serial")
@@ -355,6 +359,26 @@ class TargetState:
                 if lun.backstore not in names:
                     raise _fail(f"target {ident}", f"LUN {lun.number} refers to unknown "
                                                    f"backstore {lun.backstore!r}")
+        self._check_nvme()
+
+    def _check_nvme(self) -> None:
+        _unique([h.nqn for h in self.nvme_hosts], "state", "NVMe host")
+        _unique([s.nqn for s in self.nvme_subsystems], "state", "NVMe subsystem")
+        hosts = {h.nqn for h in self.nvme_hosts}
+        loops = {(t.wwn, lun.number) for t in self.loopback_targets for lun in t.luns}
+        tls: dict[tuple[str, int], bool] = {}
+        for sub in self.nvme_subsystems:
+            where = f"nvme subsystem {sub.nqn}"
+            for host in sub.allowed_hosts:
+                if host not in hosts:
+                    raise _fail(where, f"allowed host {host!r} is not one of nvme_hosts")
+            for ns in sub.namespaces:
+                if ns.loop is not None and (ns.loop.wwn, ns.loop.lun) not in loops:
+                    raise _fail(where, f"namespace {ns.nsid} exports loopback LUN "
+                                       f"{ns.loop.wwn}/{ns.loop.lun}, which is not in the state")
+            for port in sub.ports:
+                if tls.setdefault((port.traddr, port.trsvcid), port.tls) != port.tls:
+                    raise _fail(where, f"port {port} is asked for with and without TLS")
 
     def backstore(self, name: str) -> UserBackstore:
         for b in self.backstores:

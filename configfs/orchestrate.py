@@ -173,5 +173,8 @@ def teardown(ledger: Ledger, *, root: Path = DEFAULT_ROOT, executor: Executor | 
 def _where(key: ObjKey, paths: ConfigfsPaths) -> str:
     if key.kind is Kind.DISCOVERY_AUTH:
         return f"{paths.discovery_auth} (iSCSI discovery auth is already configured)"
+    if key.kind is Kind.NVMET_PORT:
+        return (f"{paths.nvmet / 'ports'}/* (an nvmet port already listens on "
+                f"{key.ident[0]}:{key.ident[1]})")
     path = object_path(key, paths)
     return f"{path}" if path is not None else str(key)

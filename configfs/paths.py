@@ -42,6 +42,10 @@ class ConfigfsPaths:
     def discovery_auth(self) -> Path:
         return self.iscsi / "discovery_auth"
 
+    @property
+    def nvmet(self) -> Path:
+        return self.root / "nvmet"
+
     def user_backstore(self, hba: int, name: str) -> Path:
         return self.core / f"user_{hba}" / name
 
@@ -61,6 +65,14 @@ class Kind(enum.Enum):
     LOOP_TARGET = ("loop_target", 2)
     LOOP_TPG = ("loop_tpg", 3)
     LOOP_LUN = ("loop_lun", 4)
+    # nvmet: namespaces go before the tcm_loop LUNs whose disks they hold open, and a
+    # subsystem reaches a port (where hosts can see it) only once it is complete.
+    NVMET_HOST = ("nvmet_host", 5)
+    NVMET_PORT = ("nvmet_port", 5)
+    NVMET_SUBSYSTEM = ("nvmet_subsystem", 5)
+    NVMET_ALLOWED_HOST = ("nvmet_allowed_host", 6)
+    NVMET_NAMESPACE = ("nvmet_namespace", 6)
+    NVMET_PORT_SUBSYSTEM = ("nvmet_port_subsystem", 8)
 
     def __init__(self, label: str, rank: int) -> None:
         self.label = label
@@ -78,7 +90,11 @@ class Kind(enum.Enum):
 class ObjKey:
     """Identity of one object: its kind plus the path components that name it.
 
-    iscsi_*: (iqn[, tag[, ...]]); loop_*: (naa[, tag[, lun]]); backstore: (name,).
+    iscsi_*: (iqn[, tag[, ...]]); loop_*: (naa[, tag[, lun]]); backstore: (name,);
+    nvmet_host: (hostnqn,); nvmet_subsystem: (nqn,); nvmet_namespace: (nqn, nsid);
+    nvmet_allowed_host: (nqn, hostnqn); nvmet_port: (traddr, trsvcid);
+    nvmet_port_subsystem: (traddr, trsvcid, nqn). A port is named by its address
+    because its configfs id is picked at creation (kept in the ledger record).
     """
 
     kind: Kind
@@ -105,12 +121,16 @@ class ObjKey:
         return cls(Kind.from_label(str(data["kind"])), tuple(ident))
 
 
-def object_path(key: ObjKey, paths: ConfigfsPaths, hba: int | None = None) -> Path | None:
-    """The configfs directory of an object, or None when it has none (discovery auth)
-    or cannot be known (a backstore whose hba index was never allocated)."""
+def object_path(key: ObjKey, paths: ConfigfsPaths, hba: int | None = None,
+                port_id: int | None = None) -> Path | None:
+    """The configfs directory (or symlink) of an object, or None when it has none
+    (discovery auth) or cannot be known (a backstore whose hba index, or a port whose
+    id, was never allocated)."""
     k, i = key.kind, key.ident
     if k is Kind.DISCOVERY_AUTH:
         return None
+    if k.label.startswith("nvmet_"):
+        return _nvmet_path(key, paths, port_id)
     if k is Kind.BACKSTORE:
         return None if hba is None else paths.user_backstore(hba, str(i[0]))
     fabric = paths.iscsi if k.label.startswith("iscsi_") else paths.loopback
@@ -128,4 +148,23 @@ def object_path(key: ObjKey, paths: ConfigfsPaths, hba: int | None = None) -> Pa
         return tpg / "acls" / str(i[2])
     if k is Kind.ISCSI_MAPPED_LUN:
         return tpg / "acls" / str(i[2]) / f"lun_{i[3]}"
+    raise AssertionError(k)
+
+
+def _nvmet_path(key: ObjKey, paths: ConfigfsPaths, port_id: int | None) -> Path | None:
+    k, i, base = key.kind, key.ident, paths.nvmet
+    if k is Kind.NVMET_HOST:
+        return base / "hosts" / str(i[0])
+    if k is Kind.NVMET_SUBSYSTEM:
+        return base / "subsystems" / str(i[0])
+    if k is Kind.NVMET_NAMESPACE:
+        return base / "subsystems" / str(i[0]) / "namespaces" / str(i[1])
+    if k is Kind.NVMET_ALLOWED_HOST:
+        return base / "subsystems" / str(i[0]) / "allowed_hosts" / str(i[1])
+    if port_id is None:
+        return None
+    if k is Kind.NVMET_PORT:
+        return base / "ports" / str(port_id)
+    if k is Kind.NVMET_PORT_SUBSYSTEM:
+        return base / "ports" / str(port_id) / "subsystems" / str(i[2])
     raise AssertionError(k)

@@ -125,6 +125,41 @@ def _iscsi_nodes(t: IscsiTarget) -> list[Node]:
     return nodes
 
 
+def _nvmet_nodes(state: TargetState) -> list[Node]:
+    nodes = [Node(ObjKey(Kind.NVMET_HOST, (h.nqn,)),
+                  create={"dhchap_key": h.dhchap_key or "",
+                          "dhchap_ctrl_key": h.dhchap_ctrl_key or "",
+                          "dhchap_hash": h.dhchap_hash, "dhchap_dhgroup": h.dhchap_dhgroup})
+             for h in state.nvme_hosts]
+    ports: dict[ObjKey, Node] = {}
+    for sub in state.nvme_subsystems:
+        skey = ObjKey(Kind.NVMET_SUBSYSTEM, (sub.nqn,))
+        nodes.append(Node(skey, create={"serial": sub.serial, "model": sub.model},
+                          live={"allow_any_host": "0" if sub.allowed_hosts else "1"}))
+        for ns in sub.namespaces:
+            deps = [skey]
+            if ns.loop is not None:
+                deps.append(ObjKey(Kind.LOOP_LUN, (ns.loop.wwn, TPG_TAG, ns.loop.lun)))
+            nodes.append(Node(
+                ObjKey(Kind.NVMET_NAMESPACE, (sub.nqn, ns.nsid)), tuple(deps),
+                create={"device_path": ns.device_path, "device_uuid": ns.device_uuid,
+                        "device_nguid": ns.device_nguid,
+                        "loop": [ns.loop.wwn, ns.loop.lun] if ns.loop else None}))
+        for host in sub.allowed_hosts:
+            nodes.append(Node(ObjKey(Kind.NVMET_ALLOWED_HOST, (sub.nqn, host)),
+                              (skey, ObjKey(Kind.NVMET_HOST, (host,)))))
+        for port in sub.ports:
+            pkey = ObjKey(Kind.NVMET_PORT, (port.traddr, port.trsvcid))
+            ports[pkey] = Node(pkey, create={"trtype": "tcp", "adrfam": port.adrfam,
+                                             "traddr": port.traddr,
+                                             "trsvcid": str(port.trsvcid),
+                                             "tsas": port.tsas})
+            nodes.append(Node(
+                ObjKey(Kind.NVMET_PORT_SUBSYSTEM, (port.traddr, port.trsvcid, sub.nqn)),
+                (pkey, skey)))
+    return nodes + list(ports.values())
+
+
 def desired_nodes(state: TargetState) -> list[Node]:
     """Every object the state asks for, in creation order."""
     nodes: list[Node] = []
@@ -141,6 +176,7 @@ def desired_nodes(state: TargetState) -> list[Node]:
                   "tmr_notification": attrs["tmr_notification"]}))
     for t in state.iscsi_targets:
         nodes.extend(_iscsi_nodes(t))
+    nodes.extend(_nvmet_nodes(state))
     for lt in state.loopback_targets:
         target = ObjKey(Kind.LOOP_TARGET, (lt.wwn,))
         tpg = ObjKey(Kind.LOOP_TPG, (lt.wwn, TPG_TAG))

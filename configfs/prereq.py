@@ -26,6 +26,16 @@ MODULES: dict[str, str] = {
     "uio": "userspace I/O, through which TCMU hands commands to our handler",
 }
 
+NVME_MODULES: dict[str, str] = {
+    "nvmet": "the NVMe over Fabrics target",
+    "nvmet_tcp": "the NVMe/TCP target transport",
+}
+# Only for TLS: the kernel's TLS record layer and the .nvme keyring holding the PSKs.
+NVME_TLS_MODULES: dict[str, str] = {
+    "tls": "kernel TLS (CONFIG_TLS)",
+    "nvme_keyring": "the NVMe key ring (CONFIG_NVME_KEYRING)",
+}
+
 Runner = Callable[[Sequence[str]], "tuple[int, str]"]
 
 
@@ -94,6 +104,32 @@ class HostProbe:
     def module_available(self, name: str) -> bool:
         return self.module_builtin(name) or _norm(name) in self._module_names("modules.dep")
 
+    def running(self, comm: str) -> bool:
+        """A process whose command name is ``comm`` runs (any user)."""
+        proc = self._p("/proc")
+        try:
+            entries = [d for d in proc.iterdir() if d.name.isdigit()]
+        except OSError:
+            return False
+        for d in entries:
+            try:
+                if (d / "comm").read_text().strip() == comm:
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def kernel_config(self, option: str) -> str | None:
+        """``y``/``m``/``n`` from /boot/config-<release>; None when that file is absent."""
+        try:
+            text = self._p(f"/boot/config-{self.release}").read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(f"{option}="):
+                return line.split("=", 1)[1].strip()
+        return "n"
+
 
 def check_prerequisites(probe: HostProbe | None = None) -> list[str]:
     """Everything that stops Thur from configuring LIO here; empty when all is well.
@@ -158,3 +194,78 @@ def load_modules(probe: HostProbe | None = None) -> None:
             problems.append("/sys/class/uio is missing although uio is loaded; see dmesg")
     if problems:
         raise PrerequisiteError(problems)
+
+
+def _load(p: HostProbe, modules: dict[str, str], problems: list[str]) -> None:
+    for m, what in modules.items():
+        if p.module_loaded(m) or p.module_builtin(m):
+            continue
+        if not p.module_available(m):
+            problems.append(f"kernel module {m} ({what}) is not in {p.modules_dir}: the "
+                            f"running kernel {p.release} was built without it")
+            continue
+        rc, err = p.run(["modprobe", m])
+        if rc != 0:
+            problems.append(f"modprobe {m} ({what}) failed (exit {rc}): "
+                            f"{err or 'no message'}; see dmesg")
+
+
+def load_nvme_modules(probe: HostProbe | None = None, *, tls: bool = False) -> None:
+    """Load nvmet and nvmet_tcp (and, for TLS, tls and nvme_keyring); raise
+    PrerequisiteError naming what failed. Call after load_modules()."""
+    p = probe or HostProbe()
+    problems: list[str] = []
+    _load(p, NVME_MODULES, problems)
+    if tls:
+        _load(p, NVME_TLS_MODULES, problems)
+    if not problems and not p._p(f"{CONFIGFS_MOUNT}/nvmet").is_dir():
+        problems.append(f"{CONFIGFS_MOUNT}/nvmet is missing although nvmet is loaded; "
+                        "see dmesg")
+    if problems:
+        raise PrerequisiteError(problems)
+
+
+def nvme_tls_problems(probe: HostProbe | None = None) -> list[str]:
+    """Why NVMe/TCP with TLS cannot work here; empty when it can. Checked before
+    anything is configured, so a TLS port is never silently served without TLS."""
+    p = probe or HostProbe()
+    problems: list[str] = []
+    option = p.kernel_config("CONFIG_NVME_TARGET_TCP_TLS")
+    if option is not None and option != "y":
+        problems.append(f"tls requested but kernel {p.release} lacks "
+                        "CONFIG_NVME_TARGET_TCP_TLS (nvmet cannot do TLS; kernel >= 6.7 "
+                        "built with it is needed)")
+    try:
+        keys = p._p("/proc/keys").read_text()
+    except OSError:
+        keys = ""
+    # A line of /proc/keys: "<id> <flags> <usage> <timeout> <perm> <uid> <gid> keyring .nvme: ..."
+    if not any(" keyring " in line and " .nvme:" in line for line in keys.splitlines()):
+        problems.append("tls requested but the kernel's .nvme keyring is missing (load "
+                        "nvme_keyring; kernel needs CONFIG_NVME_KEYRING): the TLS PSKs "
+                        "live there")
+    if not p.running("tlshd"):
+        problems.append("tls requested but tlshd is not running: the kernel hands TLS "
+                        "handshakes to it (Debian: apt install ktls-utils; systemctl "
+                        "enable --now tlshd)")
+    return problems
+
+
+def nvme_psk_hosts(subsystem_nqn: str, probe: HostProbe | None = None) -> set[str]:
+    """Host NQNs with a TLS PSK for ``subsystem_nqn`` in the .nvme keyring, from the
+    key descriptions in /proc/keys ("NVMe<v>R<hh> <hostnqn> <subnqn>[ <digest>]", as
+    `nvme gen-tls-key --insert` and `nvme check-tls-key --insert` make them)."""
+    p = probe or HostProbe()
+    try:
+        lines = p._p("/proc/keys").read_text().splitlines()
+    except OSError:
+        return set()
+    hosts: set[str] = set()
+    for line in lines:
+        fields = line.split()
+        # id flags usage timeout perm uid gid type description...: payload
+        if len(fields) < 11 or fields[7] != "psk" or not fields[8].startswith("NVMe"):
+            continue
+        if fields[10].rstrip(":") == subsystem_nqn:
+            hosts.add(fields[9])
+    return hosts

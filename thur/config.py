@@ -158,20 +158,25 @@ def _chap(raw: object, key: str) -> Chap | None:
     return Chap(userid, password)
 
 
-def _portal(raw: object, key: str) -> Portal:
+def _portal(raw: object, key: str, default_port: int = 3260) -> Portal:
     text = str(raw)
     host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = text, "3260"
+    if not sep or (host.count(":") and not host.endswith("]")):  # "IP" or a bare IPv6
+        host, port_text = text, str(default_port)
     host = host.strip("[]")
     try:
         ipaddress.ip_address(host)
         port = int(port_text)
     except ValueError:
-        raise ConfigError(key, raw, "an address 'IP:PORT', e.g. '0.0.0.0:3260'") from None
+        raise ConfigError(
+            key, raw, f"an address 'IP:PORT', e.g. '0.0.0.0:{default_port}'"
+        ) from None
     if not 1 <= port <= 65535:
         raise ConfigError(key, raw, "a TCP port from 1 to 65535")
     return Portal(host, port)
+
+
+parse_portal = _portal
 
 
 def _iqn(value: object, key: str) -> str:

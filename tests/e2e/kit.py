@@ -223,3 +223,28 @@ def stop_and_teardown(daemon: Daemon) -> None:
         timeout=120,
     )
     print(f"--- {daemon.log_path.name} ---\n{daemon.log()}")
+
+
+class VsaDaemon(Daemon):
+    """Daemon for thurvsad (same lifecycle, its own module and CLI)."""
+
+    def start(self) -> VsaDaemon:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "thur.vsa.daemon", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for("thurvsad to serve", self._ready, START_TIMEOUT)
+        return self
+
+    def cli(self, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh(f"{sys.executable} -m thur.vsa.cli --socket {self.socket} {args}",
+                  check=check, timeout=300)
+
+    def teardown(self) -> subprocess.CompletedProcess[str]:
+        """`thurvsad --teardown` on this daemon's config."""
+        return sh(f"{sys.executable} -m thur.vsa.daemon --config {self.config_path} --teardown",
+                  check=False, timeout=300)

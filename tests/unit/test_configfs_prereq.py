@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from configfs import HostProbe, PrerequisiteError, check_prerequisites, load_modules
+from configfs import (
+    HostProbe,
+    PrerequisiteError,
+    check_prerequisites,
+    load_modules,
+    load_nvme_modules,
+    nvme_psk_hosts,
+    nvme_tls_problems,
+)
 from configfs.prereq import MODULES
 
 REL = "6.12.0-test-amd64"
@@ -121,3 +129,71 @@ def test_load_modules_checks_result(tmp_path: Path) -> None:
         load_modules(host(tmp_path))
     assert "/sys/kernel/config/target is missing" in exc.value.problems[0]
     assert "/sys/class/uio is missing" in exc.value.problems[1]
+
+
+# --- NVMe/TCP ---------------------------------------------------------------------
+
+NVME = ("nvmet", "nvmet_tcp", "tls", "nvme_keyring")
+
+
+def test_nvme_modules_loaded_then_nvmet_dir_checked(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+    probe = host(tmp_path, dep=(*MODULES, *NVME), runner=calls)
+    with pytest.raises(PrerequisiteError, match="nvmet is missing although"):
+        load_nvme_modules(probe)
+    assert calls == [["modprobe", "nvmet"], ["modprobe", "nvmet_tcp"]]
+    (probe.root / "sys" / "kernel" / "config" / "nvmet").mkdir(parents=True)
+    calls.clear()
+    load_nvme_modules(probe, tls=True)
+    assert calls == [["modprobe", "tls"], ["modprobe", "nvme_keyring"]]
+
+
+def test_nvme_module_missing_from_the_kernel(tmp_path: Path) -> None:
+    probe = host(tmp_path, dep=(*MODULES, "nvmet"))
+    with pytest.raises(PrerequisiteError, match="nvmet_tcp .*built without it"):
+        load_nvme_modules(probe)
+
+
+def tls_host(tmp_path: Path, *, config: str | None = "CONFIG_NVME_TARGET_TCP_TLS=y\n",
+             keyring: bool = True, tlshd: bool = True) -> HostProbe:
+    probe = host(tmp_path)
+    r = probe.root
+    if config is not None:
+        (r / "boot").mkdir()
+        (r / "boot" / f"config-{REL}").write_text(config)
+    keys = "0fb3397c I--Q---     2 perm 1f3f0000     0 65534 keyring   _uid.0: empty\n"
+    if keyring:
+        keys += "2d1a6c1f I------     1 perm 3f010000     0     0 keyring   .nvme: empty\n"
+    (r / "proc" / "keys").write_text(keys)
+    for pid, comm in ((1, "init"), (77, "tlshd" if tlshd else "sshd")):
+        (r / "proc" / str(pid)).mkdir()
+        (r / "proc" / str(pid) / "comm").write_text(comm + "\n")
+    return probe
+
+
+def test_tls_ready(tmp_path: Path) -> None:
+    assert nvme_tls_problems(tls_host(tmp_path)) == []
+    # no /boot/config: the kernel's own answer comes when the port is configured
+    assert nvme_tls_problems(tls_host(tmp_path / "b", config=None)) == []
+
+
+def test_tls_refusals_say_what_is_missing(tmp_path: Path) -> None:
+    problems = nvme_tls_problems(tls_host(tmp_path, config="CONFIG_TLS=m\n", keyring=False,
+                                          tlshd=False))
+    assert len(problems) == 3
+    assert "lacks CONFIG_NVME_TARGET_TCP_TLS" in problems[0]
+    assert ".nvme keyring is missing" in problems[1]
+    assert "tlshd is not running" in problems[2] and "ktls-utils" in problems[2]
+
+
+def test_psk_hosts_read_from_the_keyring(tmp_path: Path) -> None:
+    probe = tls_host(tmp_path)
+    sub, host1 = "nqn.2026-11.io.thur:vsa", "nqn.2014-08.org.nvmexpress:uuid:662dfe0c"
+    # as the test VM showed them after `nvme gen-tls-key --insert`
+    with open(probe.root / "proc" / "keys", "a") as f:
+        f.write(f"13e9cdf6 I--Q---     1 perm 3b010000     0     0 psk       NVMe0R01 "
+                f"{host1} {sub}: 32\n"
+                f"13e9cdf7 I--Q---     1 perm 3b010000     0     0 psk       NVMe1R02 "
+                f"nqn.2026-11.io.other:h nqn.2026-11.io.other:s abcdef: 48\n")
+    assert nvme_psk_hosts(sub, probe) == {host1}
+    assert nvme_psk_hosts("nqn.2026-11.io.thur:none", probe) == set()

@@ -153,6 +153,20 @@ def test_requests_and_human_output(fake: FakeDaemon, capsys: pytest.CaptureFixtu
         "  LUN 0   vol1 (thurvsa_vol1, serving)",
     ]
 
+    fake.replies["vsa.info"] = {
+        "target_iqn": None, "portals": [], "subsystem_nqn": "nqn.2026-11.io.thur:vsa",
+        "nvme_listen": ["0.0.0.0:4420"], "instance": "thurvsa", "sessions": 0,
+        "volumes": [{"name": "vol1", "lun": 0, "backstore": "thurvsa_vol1", "nsid": 1,
+                     "serving": True}]}
+    assert cli.main([*sock, "info"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "NVMe subsystem  nqn.2026-11.io.thur:vsa",
+        "NVMe/TCP on     0.0.0.0:4420",
+        "Sessions        0",
+        "Volumes         1",
+        "  LUN 0         vol1 (thurvsa_vol1, nsid 1, serving)",
+    ]
+
 
 def test_json_output_is_the_reply(fake: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
     fake.replies["volume.list"] = [VOL]

@@ -93,3 +93,79 @@ def test_load_from_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_vsa_config(tmp_path / "missing.yaml")
     assert err.value.key == "--config"
+
+
+# --- NVMe/TCP -------------------------------------------------------------------
+
+HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:8cc79367-1198-4576-b8e0-6862a4f558ef"
+# printed by `nvme gen-dhchap-key` (nvme-cli 2.13) in the test VM
+CLI_KEY = "DHHC-1:00:JVUvfkHalXYDfb55KP6AwwdzUPOgMtQiN9gjZsDRHKSy6qnS:"
+CLI_KEY_SHA256 = "DHHC-1:01:k8zSIsHLMK5dEC5GpkWQl1sdT+IZJxzAVIpCv0X2GeRBn/Yj:"
+
+
+def test_nvme_defaults_and_transport() -> None:
+    cfg = parse_vsa_config(MINIMAL)
+    assert cfg.transports == ("iscsi",) and not cfg.nvme_enabled
+    cfg = parse_vsa_config({**MINIMAL, "transport": "nvmetcp"})
+    assert cfg.nvme_enabled and not cfg.iscsi_enabled
+    assert cfg.nvme.subsystem_nqn == "nqn.2026-11.io.thur:vsa"
+    assert [str(p) for p in cfg.nvme.listen] == ["0.0.0.0:4420"]
+    assert cfg.nvme.hosts == () and cfg.nvme.tls is False
+    both = parse_vsa_config({**MINIMAL, "transport": ["iscsi", "nvmetcp"]})
+    assert both.iscsi_enabled and both.nvme_enabled
+
+
+def test_nvme_full_section() -> None:
+    cfg = parse_vsa_config({**MINIMAL, "transport": ["nvmetcp"], "nvme": {
+        "subsystem_nqn": "nqn.2026-11.com.example:disks",
+        "listen": ["127.0.0.1", "[::1]:4430"],
+        "hosts": [
+            {"nqn": HOSTNQN, "dhchap_secret": CLI_KEY, "dhchap_ctrl_secret": CLI_KEY_SHA256,
+             "dhchap_hash": "hmac(sha512)", "dhchap_dhgroup": "ffdhe3072"},
+            {"nqn": "nqn.2026-11.com.example:host2", "dhchap_dhgroup": None},
+        ],
+        "tls": False,
+    }})
+    assert [str(p) for p in cfg.nvme.listen] == ["127.0.0.1:4420", "[::1]:4430"]
+    one, two = cfg.nvme.hosts
+    assert one.dhchap_key == CLI_KEY and one.dhchap_ctrl_key == CLI_KEY_SHA256
+    assert (one.dhchap_hash, one.dhchap_dhgroup) == ("hmac(sha512)", "ffdhe3072")
+    assert two.dhchap_key is None and two.dhchap_dhgroup == "null"
+    assert CLI_KEY not in repr(cfg)  # secrets stay out of logs
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"transport": "fc"}, "transport"),
+        ({"transport": []}, "transport"),
+        ({"transport": ["iscsi", "iscsi"]}, "transport"),
+        ({"nvme": {"subsystem_nqn": "iqn.2026-11.io.thur:x"}}, "nvme.subsystem_nqn"),
+        ({"nvme": {"listen": ["localhost:4420"]}}, "nvme.listen[0]"),
+        ({"nvme": {"listen": ["127.0.0.1:4420", "127.0.0.1"]}}, "nvme.listen"),
+        ({"nvme": {"tls": "yes"}}, "nvme.tls"),
+        ({"nvme": {"hosts": {"nqn": HOSTNQN}}}, "nvme.hosts"),
+        ({"nvme": {"hosts": [{"nqn": "host1"}]}}, "nvme.hosts[0].nqn"),
+        ({"nvme": {"hosts": [{"nqn": HOSTNQN, "secret": "x"}]}}, "nvme.hosts[0].secret"),
+        ({"nvme": {"hosts": [{"nqn": HOSTNQN, "dhchap_secret": "hunter2"}]}},
+         "nvme.hosts[0].dhchap_secret"),
+        ({"nvme": {"hosts": [{"nqn": HOSTNQN, "dhchap_secret": CLI_KEY[:-3] + "X:"}]}},
+         "nvme.hosts[0].dhchap_secret"),
+        ({"nvme": {"hosts": [{"nqn": HOSTNQN, "dhchap_ctrl_secret": CLI_KEY}]}},
+         "nvme.hosts[0].dhchap_ctrl_secret"),
+        ({"nvme": {"hosts": [{"nqn": HOSTNQN, "dhchap_secret": CLI_KEY,
+                              "dhchap_ctrl_secret": CLI_KEY}]}},
+         "nvme.hosts[0].dhchap_ctrl_secret"),
+        ({"nvme": {"hosts": [{"nqn": HOSTNQN, "dhchap_hash": "md5"}]}},
+         "nvme.hosts[0].dhchap_hash"),
+        ({"nvme": {"hosts": [{"nqn": HOSTNQN, "dhchap_dhgroup": "ffdhe1024"}]}},
+         "nvme.hosts[0].dhchap_dhgroup"),
+        ({"nvme": {"hosts": [{"nqn": HOSTNQN}, {"nqn": HOSTNQN}]}}, "nvme.hosts"),
+        ({"nvme": {"port": 4420}}, "nvme.port"),
+    ],
+)
+def test_bad_nvme_values_name_their_key(patch: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_vsa_config({**MINIMAL, **patch})
+    assert err.value.key == key
+    assert "DHHC-1:00:JVUv" not in str(err.value)  # a secret is never echoed

@@ -183,7 +183,7 @@ def test_delete_refused_while_in_use_unless_forced(vsa: tuple[Path, FakeExporter
     exporter.session_count = 2
     assert cli.main(thurvsa(sock, "volume", "delete", "d")) == 1
     err = capsys.readouterr().err
-    assert "exported and in use (2 iSCSI session(s) can reach its LUN)" in err
+    assert "exported and in use (2 iSCSI session(s) or NVMe/TCP connection(s) can reach it)" in err
     assert "--force" in err
     exporter.session_count = None  # cannot tell: treated as in use
     assert cli.main(thurvsa(sock, "volume", "delete", "d")) == 1

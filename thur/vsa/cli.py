@@ -11,8 +11,8 @@ not running, from <data_dir>/audit (thur/audit_cli.py); verify exits 0 valid,
 1 broken, 2 unreadable.
 
 `volume delete` is refused while the volume is exported and an iSCSI session is
-logged in to the target; `--force` deletes it anyway (the initiators' I/O to it
-fails, and the data is gone).
+logged in to the target or an NVMe/TCP host is connected; `--force` deletes it
+anyway (the initiators' I/O to it fails, and the data is gone).
 """
 
 from __future__ import annotations
@@ -105,15 +105,20 @@ def format_volume(v: dict[str, Any]) -> str:
 
 def format_info(info: dict[str, Any]) -> str:
     sessions = info.get("sessions")
-    rows = [
-        ("Target", info["target_iqn"]),
-        ("Portals", ", ".join(info["portals"])),
+    rows: list[tuple[str, object]] = []
+    if info.get("target_iqn"):
+        rows += [("Target", info["target_iqn"]), ("Portals", ", ".join(info["portals"]))]
+    if info.get("subsystem_nqn"):
+        rows += [("NVMe subsystem", info["subsystem_nqn"]),
+                 ("NVMe/TCP on", ", ".join(info.get("nvme_listen", [])))]
+    rows += [
         ("Sessions", "unknown" if sessions is None else sessions),
         ("Volumes", len(info["volumes"])),
     ]
     for v in info["volumes"]:
         state = "serving" if v["serving"] else "not serving"
-        rows.append((f"  LUN {v['lun']}", f"{v['name']} ({v['backstore']}, {state})"))
+        ns = f", nsid {v['nsid']}" if v.get("nsid") is not None else ""
+        rows.append((f"  LUN {v['lun']}", f"{v['name']} ({v['backstore']}{ns}, {state})"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

@@ -13,16 +13,31 @@
     admin_group: thurvsa                # owner group of the socket (default: thurvsa if it exists)
     instance: thurvsa                   # prefix of our kernel object names
     http: {listen: "0.0.0.0:9091"}      # metrics and health; null turns it off
+    lio_db_root: /var/lib/thur/lio      # LIO db_root, shared with thurvtld (one per host)
+    transport: iscsi                    # iscsi, nvmetcp, or [iscsi, nvmetcp]
+    nvme:                               # used when transport has nvmetcp
+      subsystem_nqn: nqn.2026-11.io.thur:vsa
+      listen: ["0.0.0.0:4420"]          # IPv6 as "[::1]:4420"
+      hosts: []                         # empty: any host; else only these:
+        - nqn: nqn.2014-08.org.nvmexpress:uuid:...
+          dhchap_secret: "DHHC-1:00:...:"       # optional: the host must prove it
+          dhchap_ctrl_secret: "DHHC-1:00:...:"  # optional: and we prove ours
+          dhchap_hash: hmac(sha256)             # hmac(sha256|sha384|sha512)
+          dhchap_dhgroup: null                  # null, ffdhe2048 ... ffdhe8192
+      tls: false                        # TLS 1.3 + PSKs via tlshd (refused without it)
 
 The section parsers are thur/config.py's, shared with thurvtld; every error
-names the key.
+names the key (secrets are never echoed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import configfs
+from configfs.nvmet_model import DHCHAP_DHGROUPS, DHCHAP_HASHES
 from thur.config import (
     DEFAULT_LIO_DB_ROOT,
     ConfigError,
@@ -34,6 +49,7 @@ from thur.config import (
     parse_daemon_keys,
     parse_http,
     parse_iscsi,
+    parse_portal,
     parse_tcmu,
     read_yaml,
     reject_unknown,
@@ -46,12 +62,27 @@ DEFAULT_INSTANCE = "thurvsa"
 # command stuck in a ring for longer helps nobody (unlike tape, which needs hours).
 TCMU_DEFAULTS = TcmuConfig(cmd_time_out=30, qfull_time_out=30, max_data_area_mb=64)
 TOP_KEYS = {
-    "data_dir", "iscsi", "tcmu", "admin_socket", "admin_group", "instance", "http", "lio_db_root"
+    "data_dir", "iscsi", "tcmu", "admin_socket", "admin_group", "instance", "http",
+    "lio_db_root", "transport", "nvme",
 }
+TRANSPORTS = ("iscsi", "nvmetcp")
+DEFAULT_SUBSYSTEM_NQN = "nqn.2026-11.io.thur:vsa"
+NVME_PORT = 4420
+NVME_KEYS = {"subsystem_nqn", "listen", "hosts", "tls"}
+HOST_KEYS = {"nqn", "dhchap_secret", "dhchap_ctrl_secret", "dhchap_hash", "dhchap_dhgroup"}
 # thurvtld's is 9090: the two products can share a host.
 DEFAULT_HTTP = HttpConfig(Portal("0.0.0.0", 9091))
 
-__all__ = ["ConfigError", "VsaConfig", "load_vsa_config", "parse_vsa_config"]
+__all__ = ["ConfigError", "NvmeConfig", "VsaConfig", "load_vsa_config", "parse_vsa_config"]
+
+
+@dataclass(frozen=True)
+class NvmeConfig:
+    subsystem_nqn: str = DEFAULT_SUBSYSTEM_NQN
+    listen: tuple[Portal, ...] = (Portal("0.0.0.0", NVME_PORT),)
+    # Hosts allowed to connect, each with its DH-HMAC-CHAP secrets; empty: any host.
+    hosts: tuple[configfs.NvmeHost, ...] = ()
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +95,88 @@ class VsaConfig:
     instance: str = DEFAULT_INSTANCE
     http: HttpConfig | None = DEFAULT_HTTP  # None: no HTTP endpoint
     lio_db_root: Path = Path(DEFAULT_LIO_DB_ROOT)
+    transports: tuple[str, ...] = ("iscsi",)
+    nvme: NvmeConfig = field(default_factory=NvmeConfig)
+
+    @property
+    def iscsi_enabled(self) -> bool:
+        return "iscsi" in self.transports
+
+    @property
+    def nvme_enabled(self) -> bool:
+        return "nvmetcp" in self.transports
+
+
+def _transports(raw: object) -> tuple[str, ...]:
+    values = [raw] if isinstance(raw, str) else raw
+    if not isinstance(values, list) or not values \
+            or any(v not in TRANSPORTS for v in values) or len(set(values)) != len(values):
+        raise ConfigError("transport", raw, "iscsi, nvmetcp, or a list of both")
+    return tuple(values)
+
+
+def _checked(key: str, shown: object, check: Any, *args: object) -> None:
+    try:
+        check(*args)
+    except configfs.StateError as exc:
+        raise ConfigError(key, shown, str(exc).split(": ", 1)[-1]) from None
+
+
+def _host(raw: object, key: str) -> configfs.NvmeHost:
+    section = as_mapping(raw, key)
+    reject_unknown(section, key + ".", HOST_KEYS)
+    nqn = section.get("nqn")
+    _checked(key + ".nqn", nqn, configfs.check_nqn, nqn, "nqn")
+    secrets: dict[str, str | None] = {}
+    for name in ("dhchap_secret", "dhchap_ctrl_secret"):
+        value = section.get(name)
+        if value is not None:
+            _checked(f"{key}.{name}", "***", configfs.check_dhchap_secret, value, name)
+        secrets[name] = value
+    if secrets["dhchap_ctrl_secret"] is not None and secrets["dhchap_secret"] is None:
+        raise ConfigError(f"{key}.dhchap_ctrl_secret", "***",
+                          "only together with dhchap_secret (bidirectional needs both)")
+    if secrets["dhchap_ctrl_secret"] is not None \
+            and secrets["dhchap_ctrl_secret"] == secrets["dhchap_secret"]:
+        raise ConfigError(f"{key}.dhchap_ctrl_secret", "***", "a secret other than dhchap_secret")
+    hash_ = section.get("dhchap_hash", "hmac(sha256)")
+    if hash_ not in DHCHAP_HASHES:
+        raise ConfigError(f"{key}.dhchap_hash", hash_,
+                          ", ".join(DHCHAP_HASHES))
+    group = section.get("dhchap_dhgroup") or "null"  # YAML reads a bare null as None
+    if group not in DHCHAP_DHGROUPS:
+        raise ConfigError(f"{key}.dhchap_dhgroup", group,
+                          ", ".join(DHCHAP_DHGROUPS))
+    return configfs.NvmeHost(nqn=nqn, dhchap_key=secrets["dhchap_secret"],
+                             dhchap_ctrl_key=secrets["dhchap_ctrl_secret"],
+                             dhchap_hash=hash_, dhchap_dhgroup=group)
+
+
+def parse_nvme(raw: object) -> NvmeConfig:
+    """The `nvme` section."""
+    section = as_mapping(raw, "nvme")
+    reject_unknown(section, "nvme.", NVME_KEYS)
+    nqn = section.get("subsystem_nqn", DEFAULT_SUBSYSTEM_NQN)
+    _checked("nvme.subsystem_nqn", nqn, configfs.check_nqn, nqn, "subsystem_nqn")
+    listen_raw = section.get("listen", [f"0.0.0.0:{NVME_PORT}"])
+    if isinstance(listen_raw, str):
+        listen_raw = [listen_raw]
+    if not isinstance(listen_raw, list) or not listen_raw:
+        raise ConfigError("nvme.listen", listen_raw, "a non-empty list of 'IP:PORT'")
+    listen = tuple(parse_portal(v, f"nvme.listen[{i}]", NVME_PORT)
+                   for i, v in enumerate(listen_raw))
+    if len(set(listen)) != len(listen):
+        raise ConfigError("nvme.listen", listen_raw, "each address once")
+    hosts_raw = section.get("hosts", [])
+    if not isinstance(hosts_raw, list):
+        raise ConfigError("nvme.hosts", hosts_raw, "a list of {nqn, dhchap_secret, ...}")
+    hosts = tuple(_host(h, f"nvme.hosts[{i}]") for i, h in enumerate(hosts_raw))
+    if len({h.nqn for h in hosts}) != len(hosts):
+        raise ConfigError("nvme.hosts", [h.nqn for h in hosts], "each host NQN once")
+    tls = section.get("tls", False)
+    if not isinstance(tls, bool):
+        raise ConfigError("nvme.tls", tls, "true or false")
+    return NvmeConfig(subsystem_nqn=nqn, listen=listen, hosts=hosts, tls=tls)
 
 
 def parse_vsa_config(raw: object) -> VsaConfig:
@@ -80,6 +193,8 @@ def parse_vsa_config(raw: object) -> VsaConfig:
         instance=keys.instance,
         http=parse_http(top, default=DEFAULT_HTTP),
         lio_db_root=keys.lio_db_root,
+        transports=_transports(top.get("transport", "iscsi")),
+        nvme=parse_nvme(top.get("nvme")),
     )
 
 

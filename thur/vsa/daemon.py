@@ -1,4 +1,4 @@
-"""thurvsad: serves thin volumes through LIO + TCMU over iSCSI.
+"""thurvsad: serves thin volumes through LIO + TCMU over iSCSI and/or NVMe/TCP.
 
 Mirrors thurvtld (thur/vtl/daemon.py) step for step.
 
@@ -6,15 +6,17 @@ Start: check and load the kernel modules, start the storage (pool and a local
 backend under data_dir, backend check, volumes only the bucket has restored,
 background replication), open every volume, apply the desired configfs state
 (idempotent: one user backstore per volume, exported as LUN `volume.lun` of
-one iSCSI target), attach one TCMU device per volume in the
+one iSCSI target; for NVMe/TCP also a tcm_loop LUN whose local disk is a namespace
+of one nvmet subsystem: thur/vsa/topology.py), attach one TCMU device per volume in the
 `on_backstores_ready` hook (before any LUN exists), serve the admin socket
 (verbs in thur/vsa/verbs.py).
 
 At run time `volume create` exports the new volume at once (the desired state
 is applied again; the hook attaches the new device), `volume delete` removes
-its LUN, stops its handler and removes its backstore, `volume resize` raises
-CAPACITY DATA HAS CHANGED on the LU (the backstore's dev_size is left as it was:
-see thur/vsa/topology.py `Export`).
+its LUN (and namespace), stops its handler and removes its backstore, `volume
+resize` raises CAPACITY DATA HAS CHANGED on the LU (the backstore's dev_size is
+left as it was: see thur/vsa/topology.py `Export`) and, for NVMe, rescans the
+loopback disk and revalidates the namespace (hosts get a namespace-changed AEN).
 
 Stop (SIGTERM/SIGINT): unexport the target so no new commands arrive, finish
 the commands in flight, flush and publish every volume, remove exactly the
@@ -42,6 +44,8 @@ from types import FrameType
 from typing import Any
 
 import configfs
+from configfs.direct import KernelFs
+from configfs.paths import ConfigfsPaths
 from handlers.scsi import ThinDisk
 from handlers.tcmu import TcmuDevice
 from thur import systemd
@@ -52,7 +56,7 @@ from thur.observe import Observability
 from thur.volume import Volume
 from thur.vsa.config import ConfigError, VsaConfig, load_vsa_config
 from thur.vsa.storage import StorageUnavailable, VsaStorage
-from thur.vsa.topology import Export, backstore_name, build_target_state
+from thur.vsa.topology import Export, backstore_name, build_target_state, loop_wwn, nsid
 from thur.vsa.verbs import vsa_verbs
 
 log = logging.getLogger("thurvsad")
@@ -61,6 +65,7 @@ EXIT_CONFIG = 2
 EXIT_KERNEL = 3
 EXIT_STORAGE = 4
 ISCSI_ROOT = configfs.DEFAULT_ROOT / "target" / "iscsi"
+PROC_NET = Path("/proc/net")
 
 
 class Daemon:
@@ -182,12 +187,13 @@ class Daemon:
 
     def serve(self) -> None:
         systemd.notify("READY=1")
-        log.info(
-            "serving %s on %s: %d volumes",
-            self.config.iscsi.target_iqn,
-            ", ".join(str(p) for p in self.config.iscsi.listen),
-            len(self.exports),
-        )
+        if self.config.iscsi_enabled:
+            log.info("serving iSCSI %s on %s", self.config.iscsi.target_iqn,
+                     ", ".join(str(p) for p in self.config.iscsi.listen))
+        if self.config.nvme_enabled:
+            log.info("serving NVMe/TCP %s on %s", self.config.nvme.subsystem_nqn,
+                     ", ".join(str(p) for p in self.config.nvme.listen))
+        log.info("%d volumes", len(self.exports))
         while not self._stop.wait(1.0):
             with self.lock:
                 devices = list(self.devices.items())
@@ -266,16 +272,35 @@ class Daemon:
             return name in self.devices
 
     def sessions(self) -> int | None:
-        return count_sessions(self.config.iscsi.target_iqn)
+        """iSCSI sessions plus NVMe/TCP connections that can reach our volumes."""
+        counts = []
+        if self.config.iscsi_enabled:
+            counts.append(count_sessions(self.config.iscsi.target_iqn))
+        if self.config.nvme_enabled:
+            counts.append(count_tcp_connections({p.port for p in self.config.nvme.listen}))
+        if any(c is None for c in counts):
+            return None
+        return sum(c for c in counts if c is not None)
 
     def resized(self, name: str) -> None:
         with self.lock:
             export = self.exports.get(name)
-        if export is not None:
-            export.engine.capacity_changed()
-            vol = export.engine.volume
-            log.info("volume %s resized to %d bytes: initiators get CAPACITY DATA HAS "
-                     "CHANGED", name, vol.num_blocks * vol.block_size)
+        if export is None:
+            return
+        export.engine.capacity_changed()
+        vol = export.engine.volume
+        log.info("volume %s resized to %d bytes: initiators get CAPACITY DATA HAS "
+                 "CHANGED", name, vol.num_blocks * vol.block_size)
+        if self.config.nvme_enabled and name in self.devices:
+            # nvmet reads the size from the loopback disk: make it re-read its capacity
+            # first, then revalidate (which tells connected hosts with an AEN).
+            ops = configfs.NvmetOps(ConfigfsPaths(configfs.DEFAULT_ROOT), KernelFs())
+            try:
+                ops.rescan_loop_lun(loop_wwn(self.config.instance), export.lun)
+                ops.revalidate(self.config.nvme.subsystem_nqn, nsid(export.lun))
+            except (OSError, configfs.ConfigfsError) as exc:
+                log.warning("volume %s: NVMe hosts may not see the new size until a "
+                            "namespace rescan: %s", name, exc)
 
     # --- admin verbs -------------------------------------------------------
 
@@ -285,13 +310,21 @@ class Daemon:
     def _info(self) -> dict[str, Any]:
         with self.lock:
             exports = sorted(self.exports.values(), key=lambda e: e.lun)
+            nvme = self.config.nvme
             return {
-                "target_iqn": self.config.iscsi.target_iqn,
-                "portals": [str(p) for p in self.config.iscsi.listen],
+                "transports": list(self.config.transports),
+                "target_iqn": self.config.iscsi.target_iqn if self.config.iscsi_enabled
+                else None,
+                "portals": [str(p) for p in self.config.iscsi.listen]
+                if self.config.iscsi_enabled else [],
+                "subsystem_nqn": nvme.subsystem_nqn if self.config.nvme_enabled else None,
+                "nvme_listen": [str(p) for p in nvme.listen]
+                if self.config.nvme_enabled else [],
                 "instance": self.config.instance,
                 "sessions": self.sessions(),
                 "volumes": [
                     {"name": e.name, "lun": e.lun, "backstore": e.backstore,
+                     "nsid": nsid(e.lun) if self.config.nvme_enabled else None,
                      "serving": e.name in self.devices}
                     for e in exports
                 ],
@@ -359,6 +392,40 @@ def count_sessions(iqn: str, root: Path = ISCSI_ROOT) -> int | None:
     return count
 
 
+def count_tcp_connections(ports: set[int], proc_net: Path = PROC_NET) -> int | None:
+    """Established TCP connections whose local end is one of ``ports`` (NVMe/TCP: an
+    admin queue plus one per I/O queue for each connected host); None when unreadable."""
+    count = 0
+    try:
+        for name in ("tcp", "tcp6"):
+            path = proc_net / name
+            if not path.exists():
+                continue
+            for line in path.read_text().splitlines()[1:]:
+                fields = line.split()
+                # sl local_address rem_address st ...; st 01 is ESTABLISHED
+                if len(fields) > 3 and fields[3] == "01" \
+                        and int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                    count += 1
+    except (OSError, ValueError, IndexError):
+        return None
+    return count
+
+
+def warn_missing_psks(config: VsaConfig) -> None:
+    """PSKs are provisioned outside thurvsad (nvme-cli, into the .nvme keyring) and may
+    come later, so a missing one is a warning: that host cannot connect until it has one."""
+    nqn = config.nvme.subsystem_nqn
+    have = configfs.nvme_psk_hosts(nqn)
+    wanted = [h.nqn for h in config.nvme.hosts]
+    missing = [h for h in wanted if h not in have] if wanted else ([] if have else ["any"])
+    for host in missing:
+        who = "no host" if host == "any" else f"host {host}"
+        log.warning("nvme.tls: %s has a TLS PSK for %s in the .nvme keyring; add one with "
+                    "`nvme gen-tls-key --hostnqn=<host> --subsysnqn=%s --insert` (or "
+                    "check-tls-key --insert with the host's key)", who, nqn, nqn)
+
+
 def ledger_path(config: VsaConfig) -> Path:
     return config.data_dir / "configfs-ledger.json"
 
@@ -402,9 +469,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_KERNEL
     try:
         configfs.load_modules()
+        if config.nvme_enabled:
+            configfs.load_nvme_modules(tls=config.nvme.tls)
     except configfs.PrerequisiteError as exc:
         print(f"thurvsad: {exc}", file=sys.stderr)
         return EXIT_KERNEL
+    if config.nvme_enabled and config.nvme.tls and not args.teardown:
+        # Refuse rather than serve a port the config says must be encrypted in clear.
+        problems = configfs.nvme_tls_problems()
+        if problems:
+            for problem in problems:
+                print(f"thurvsad: nvme.tls: {problem}", file=sys.stderr)
+            return EXIT_KERNEL
+        warn_missing_psks(config)
     if args.teardown:
         return teardown_leftovers(config)
 

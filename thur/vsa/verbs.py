@@ -16,9 +16,10 @@ Verbs and their arguments:
     volume.delete    {"name", "force"?: bool}
 
 `volume.delete` is refused while the volume is exported and in use: an iSCSI
-session is logged in to the target (every session sees every LUN), or the
-daemon cannot tell. `force` unexports it anyway: the initiator then sees the
-LUN go away (its I/O fails), and the volume's data is gone for good.
+session is logged in to the target or an NVMe/TCP connection is open (every
+session sees every LUN / namespace), or the daemon cannot tell. `force`
+unexports it anyway: the initiator then sees the LUN go away (its I/O fails),
+and the volume's data is gone for good.
 
 Verbs that change nothing are marked `read_only`; the admin server records every
 call of the others in the audit log (thur/audit.py).
@@ -51,7 +52,8 @@ class Exporter(Protocol):
     def exported(self, name: str) -> bool: ...
 
     def sessions(self) -> int | None:
-        """iSCSI sessions logged in to the target; None when it cannot be told."""
+        """iSCSI sessions and NVMe/TCP connections that can reach the volumes; None
+        when it cannot be told."""
 
     def resized(self, name: str) -> None:
         """The volume's size changed: tell the initiators (CAPACITY DATA HAS CHANGED)."""
@@ -168,7 +170,8 @@ class VsaVerbs:
             if sessions is None or sessions > 0:
                 why = ("the daemon cannot tell whether an initiator uses it"
                        if sessions is None
-                       else f"{sessions} iSCSI session(s) can reach its LUN")
+                       else f"{sessions} iSCSI session(s) or NVMe/TCP connection(s) "
+                       "can reach it")
                 raise AdminError(
                     f"volume {name} is exported and in use ({why}); log the initiators "
                     "out first, or use --force (their I/O to it will fail)"
