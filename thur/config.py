@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from thur.configkit import ConfigError, _mapping, _reject_unknown
+from thur.storage_config import BackendConfig, PoolSettings, parse_backend, parse_pool
+
 IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[^\s]+)?$")
 DEFAULT_TARGET_IQN = "iqn.2026-11.io.thur:vtl"
 MAX_SLOTS = 65535
@@ -24,14 +27,6 @@ MAX_MAIL_SLOTS = 65535
 MAX_DRIVES = 255
 # One 16-bit address space holds every element (SMC mode page 1Dh).
 MAX_ELEMENTS = 0x10000
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key."""
-
-    def __init__(self, key: str, value: object, allowed: str) -> None:
-        super().__init__(f"config key '{key}': {value!r} is not allowed: {allowed}")
-        self.key = key
 
 
 @dataclass(frozen=True)
@@ -107,22 +102,8 @@ class VtlConfig:
     instance: str = "thurvtl"
     lio_db_root: Path = Path(DEFAULT_LIO_DB_ROOT)
     http: HttpConfig | None = DEFAULT_VTL_HTTP  # None: no HTTP endpoint
-
-
-def _mapping(raw: object, key: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(key, raw, "a mapping of keys to values")
-    return raw
-
-
-def _reject_unknown(section: dict[str, Any], prefix: str, known: set[str]) -> None:
-    for name in section:
-        if name not in known:
-            raise ConfigError(
-                f"{prefix}{name}", section[name], f"unknown key; known: {sorted(known)}"
-            )
+    backend: BackendConfig = field(default_factory=BackendConfig)  # default: local, no cloud
+    pool: PoolSettings = field(default_factory=PoolSettings)
 
 
 # Public names for the other daemons' config loaders (thur/vsa/config.py).
@@ -344,7 +325,7 @@ def parse_vtl_config(raw: object) -> VtlConfig:
         "",
         {
             "data_dir", "library", "iscsi", "tcmu", "admin_socket", "admin_group", "instance",
-            "http", "lio_db_root",
+            "http", "lio_db_root", "backend", "pool",
         },
     )
     # data_dir is checked first: it is the one key every file must have.
@@ -365,6 +346,8 @@ def parse_vtl_config(raw: object) -> VtlConfig:
         instance=keys.instance,
         http=parse_http(top, default=DEFAULT_VTL_HTTP),
         lio_db_root=keys.lio_db_root,
+        backend=parse_backend(top.get("backend")),
+        pool=parse_pool(top.get("pool")),
     )
 
 

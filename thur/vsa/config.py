@@ -25,6 +25,8 @@
           dhchap_hash: hmac(sha256)             # hmac(sha256|sha384|sha512)
           dhchap_dhgroup: null                  # null, ffdhe2048 ... ffdhe8192
       tls: false                        # TLS 1.3 + PSKs via tlshd (refused without it)
+    backend: {kind: local}              # or s3/gcs/azure: thur/storage_config.py
+    pool: {cache_size: auto}            # the local cache: thur/storage_config.py
 
 The section parsers are thur/config.py's, shared with thurvtld; every error
 names the key (secrets are never echoed).
@@ -54,6 +56,7 @@ from thur.config import (
     read_yaml,
     reject_unknown,
 )
+from thur.storage_config import BackendConfig, PoolSettings, parse_backend, parse_pool
 
 DEFAULT_TARGET_IQN = "iqn.2026-11.io.thur:vsa"
 DEFAULT_SOCKET = "/run/thurvsa/admin.sock"
@@ -63,7 +66,7 @@ DEFAULT_INSTANCE = "thurvsa"
 TCMU_DEFAULTS = TcmuConfig(cmd_time_out=30, qfull_time_out=30, max_data_area_mb=64)
 TOP_KEYS = {
     "data_dir", "iscsi", "tcmu", "admin_socket", "admin_group", "instance", "http",
-    "lio_db_root", "transport", "nvme",
+    "lio_db_root", "transport", "nvme", "backend", "pool",
 }
 TRANSPORTS = ("iscsi", "nvmetcp")
 DEFAULT_SUBSYSTEM_NQN = "nqn.2026-11.io.thur:vsa"
@@ -97,6 +100,8 @@ class VsaConfig:
     lio_db_root: Path = Path(DEFAULT_LIO_DB_ROOT)
     transports: tuple[str, ...] = ("iscsi",)
     nvme: NvmeConfig = field(default_factory=NvmeConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)  # default: local, no cloud
+    pool: PoolSettings = field(default_factory=PoolSettings)
 
     @property
     def iscsi_enabled(self) -> bool:
@@ -195,6 +200,8 @@ def parse_vsa_config(raw: object) -> VsaConfig:
         lio_db_root=keys.lio_db_root,
         transports=_transports(top.get("transport", "iscsi")),
         nvme=parse_nvme(top.get("nvme")),
+        backend=parse_backend(top.get("backend")),
+        pool=parse_pool(top.get("pool")),
     )
 
 

@@ -74,7 +74,7 @@ class Daemon:
     def __init__(self, config: VsaConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.storage = VsaStorage(config.data_dir)
+        self.storage = VsaStorage(config.data_dir, backend=config.backend, pool=config.pool)
         self.storage.start()
         self.store = self.storage.volumes
         self.lock = threading.RLock()  # the exports, the devices and every apply

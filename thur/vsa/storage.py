@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool, check
-from thur.pool import LocalStore, PoolConfig
+from thur.cloud import check
+from thur.storage_config import BackendConfig, PoolSettings, build_tier
 from thur.volume import VolumeConfig, VolumeStore
 
 log = logging.getLogger(__name__)
@@ -23,18 +23,14 @@ class StorageUnavailable(RuntimeError):
 class VsaStorage:
     """The storage object graph of one thurvsad, started and stopped as a unit."""
 
-    def __init__(self, data_dir: Path, volume_config: VolumeConfig | None = None) -> None:
-        pool_dir = data_dir / "pool"
-        bucket_dir = data_dir / "bucket"
-        pool_dir.mkdir(parents=True, exist_ok=True)
-        bucket_dir.mkdir(parents=True, exist_ok=True)
-        self.backend = LocalBackend(bucket_dir)
-        self.tier = TieredPool(
-            LocalStore(PoolConfig(pool_dir)),
-            self.backend,
-            PackIndex(pool_dir / "index.sqlite"),
-            TierConfig(),
-        )
+    def __init__(
+        self,
+        data_dir: Path,
+        volume_config: VolumeConfig | None = None,
+        backend: BackendConfig | None = None,
+        pool: PoolSettings | None = None,
+    ) -> None:
+        self.backend, self.tier = build_tier(data_dir, backend, pool)
         self.volumes = VolumeStore(data_dir / "volumes", self.tier, config=volume_config)
 
     def start(self) -> None:

@@ -67,7 +67,7 @@ class Daemon:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity: LibraryIdentity = load_or_mint(config.data_dir, config.library)
         drives = build_drives(config, self.identity)
-        self.storage = VtlStorage(config.data_dir)
+        self.storage = VtlStorage(config.data_dir, backend=config.backend, pool=config.pool)
         self.storage.start()
         try:
             # Raises ShrinkRefused before any kernel object is touched.

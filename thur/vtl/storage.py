@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool, check
+from thur.cloud import check
 from thur.library import CartridgeExists, CartridgeNotFound
 from thur.library.barcode import BarcodeError
-from thur.pool import LocalStore, PoolConfig
+from thur.storage_config import BackendConfig, PoolSettings, build_tier
 from thur.tape import Medium
 from thur.tape.manifest import InvalidBarcode
 from thur.tape.store import CartridgeExists as StoreCartridgeExists
@@ -29,18 +29,13 @@ class StorageUnavailable(RuntimeError):
 class VtlStorage:
     """The storage object graph of one daemon, started and stopped as a unit."""
 
-    def __init__(self, data_dir: Path) -> None:
-        pool_dir = data_dir / "pool"
-        bucket_dir = data_dir / "bucket"
-        pool_dir.mkdir(parents=True, exist_ok=True)
-        bucket_dir.mkdir(parents=True, exist_ok=True)
-        self.backend = LocalBackend(bucket_dir)
-        self.tier = TieredPool(
-            LocalStore(PoolConfig(pool_dir)),
-            self.backend,
-            PackIndex(pool_dir / "index.sqlite"),
-            TierConfig(),
-        )
+    def __init__(
+        self,
+        data_dir: Path,
+        backend: BackendConfig | None = None,
+        pool: PoolSettings | None = None,
+    ) -> None:
+        self.backend, self.tier = build_tier(data_dir, backend, pool)
         self.cartridges = CartridgeStore(data_dir / "tapes", self.tier)
         self.source = StoreCartridgeSource(self.cartridges)
 
