@@ -235,20 +235,22 @@ class LibraryVerbs:
         """`slot:3`, `mail:1`, `drive:0`, `0x0402` or `addr:1026` to a location."""
         text = _str(args, name).strip().lower()
         kind, sep, number = text.partition(":")
+        kinds = {"slot": self.geometry.slot, "mail": self.geometry.mail_slot,
+                 "drive": self.geometry.drive}
         try:
             if not sep and kind.startswith("0x"):
                 address = int(kind, 16)
             elif sep and kind in ("addr", "address"):
                 address = int(number, 0)
-            elif sep and kind in ("slot", "mail", "drive"):
-                n = int(number)
-                return {"slot": self.geometry.slot, "mail": self.geometry.mail_slot,
-                        "drive": self.geometry.drive}[kind](n)
+            elif sep and kind in kinds:
+                index = int(number)
             else:
                 raise ValueError(text)
         except ValueError:
             raise AdminError(f"'{name}': {args[name]!r} is not an element: use slot:N, "
                              "mail:N, drive:N or an element address (0x0402)") from None
+        if sep and kind in kinds:
+            return kinds[kind](index)
         loc = self.changer.elements.location(address)
         if loc is None:
             raise AdminError(f"'{name}': no storage, mail slot or drive element at address "
