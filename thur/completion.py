@@ -61,8 +61,11 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def _assoc(name: str, items: dict[str, str]) -> str:
-    body = " ".join(f"[{_quote(k)}]={_quote(v)}" for k, v in sorted(items.items()))
+def _assoc(name: str, items: dict[str, str], declare: str) -> str:
+    if declare == "typeset":  # zsh: a flat key value list (parses even under zsh -n)
+        body = " ".join(f"{_quote(k)} {_quote(v)}" for k, v in sorted(items.items()))
+    else:
+        body = " ".join(f"[{_quote(k)}]={_quote(v)}" for k, v in sorted(items.items()))
     return f"{name}=({body})"
 
 
@@ -77,7 +80,7 @@ def _tables(prefix: str, nodes: dict[str, _Node], declare: str) -> list[str]:
     }
     names = " ".join(f"{prefix}_{t}" for t in tables)
     lines = [f"{declare} -gA {names}"]
-    lines += [_assoc(f"{prefix}_{t}", items) for t, items in tables.items()]
+    lines += [_assoc(f"{prefix}_{t}", items, declare) for t, items in tables.items()]
     return lines
 
 
