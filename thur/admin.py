@@ -285,9 +285,10 @@ def _read_reply(sock: socket.socket, on_progress: Progress | None) -> dict[str, 
         while b"\n" not in buf:
             part = sock.recv(65536)
             if not part:
-                if buf:
-                    raise AdminError(f"daemon sent a reply that is not JSON: {buf[:80]!r}")
-                raise AdminError("daemon closed the connection without answering")
+                if not buf:
+                    raise AdminError("daemon closed the connection without answering")
+                buf += b"\n"  # a last line without its newline
+                break
             buf += part
         line, buf = buf.split(b"\n", 1)
         try:
