@@ -3,6 +3,12 @@
 Request:  {"verb": "library.info", "args": {...}}
 Reply:    {"ok": true, "result": ...}  or  {"ok": false, "error": "one line"}
 
+Streaming (long operations such as `system.gc`): a request that adds
+`"stream": true` may get any number of `{"progress": ...}` lines before the one
+final `{"ok": ...}` line. Without the flag the server sends only the final line,
+so a client that knows nothing of streaming is served as before. A verb that
+reports progress is marked `streaming`; its handler takes `(args, progress)`.
+
 The CLIs (and later the shell and HTTP) are thin skins over this; every
 state-changing operation goes through it, and with an `AuditLog` each such call
 is recorded (who from SO_PEERCRED, verb, redacted args, result) before the reply
@@ -35,6 +41,7 @@ from thur.audit import AuditError, AuditLog, Who, peer_of, read_entries, verify
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Any]
+Progress = Callable[[Any], None]
 MAX_REQUEST = 1 << 20
 
 
@@ -59,6 +66,25 @@ def read_only(handler: Handler) -> Handler:
 
 def is_read_only(handler: Handler) -> bool:
     return bool(getattr(handler, "read_only", False))
+
+
+def streaming(handler: Callable[[dict[str, Any], Progress], Any]) -> Handler:
+    """Mark a verb that reports progress: the server calls it with `(args, progress)`.
+
+    `progress(value)` sends `{"progress": value}` to a client that asked for a stream
+    (and does nothing otherwise). Audited like any verb unless also `read_only`.
+    """
+
+    @functools.wraps(handler)
+    def run(args: dict[str, Any], progress: Progress | None = None) -> Any:
+        return handler(args, progress or (lambda _value: None))
+
+    run.streaming = True  # type: ignore[attr-defined]
+    return run
+
+
+def is_streaming(handler: Handler) -> bool:
+    return bool(getattr(handler, "streaming", False))
 
 
 def _count(args: dict[str, Any], name: str, default: int | None, hi: int) -> int | None:
@@ -116,7 +142,11 @@ class _RequestHandler(socketserver.StreamRequestHandler):
                     # Fail closed: no state change that cannot be recorded.
                     audit.ready()
                     audited = True
-                reply = {"ok": True, "result": handler(args)}
+                if is_streaming(handler):
+                    send = self._progress if request.get("stream") is True else None
+                    reply = {"ok": True, "result": handler(args, send)}  # type: ignore[call-arg]
+                else:
+                    reply = {"ok": True, "result": handler(args)}
         except AuditError as exc:
             log.error("refused %s from uid %d pid %d: %s", verb, who.uid, who.pid, exc)
             reply = {"ok": False, "error": f"refused: the audit log cannot be written ({exc})"}
@@ -129,7 +159,18 @@ class _RequestHandler(socketserver.StreamRequestHandler):
             reply = {"ok": False, "error": f"internal error: {exc}"}
         if audited:
             reply = self._record(who, verb, args, reply)
-        self.wfile.write(json.dumps(reply).encode() + b"\n")
+        with contextlib.suppress(OSError):  # the client may have gone: the work is done
+            self.wfile.write(json.dumps(reply).encode() + b"\n")
+
+    def _progress(self, value: Any) -> None:
+        """One progress line; a client that went away stops getting them, the work goes on."""
+        if getattr(self, "_gone", False):
+            return
+        try:
+            self.wfile.write(json.dumps({"progress": value}).encode() + b"\n")
+            self.wfile.flush()
+        except OSError:
+            self._gone = True
 
     def _record(self, who: Who, verb: str, args: Any, reply: dict[str, Any]) -> dict[str, Any]:
         """Durably record the call before answering; say so if that failed."""
@@ -204,19 +245,23 @@ class AdminServer:
             self.audit.close()
 
 
-def call(path: Path, verb: str, args: dict[str, Any] | None = None, timeout: float = 30) -> Any:
-    """Send one request; return its result or raise AdminError with the reason."""
+def call(path: Path, verb: str, args: dict[str, Any] | None = None, timeout: float | None = 30,
+         on_progress: Progress | None = None) -> Any:
+    """Send one request; return its result or raise AdminError with the reason.
+
+    With `on_progress`, ask for a stream: each progress line is handed to it as it
+    comes. `timeout` bounds each wait for a line, so a long operation that keeps
+    reporting progress is never cut off.
+    """
+    request: dict[str, Any] = {"verb": verb, "args": args or {}}
+    if on_progress is not None:
+        request["stream"] = True
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(json.dumps({"verb": verb, "args": args or {}}).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                part = sock.recv(65536)
-                if not part:
-                    break
-                buf += part
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            reply = _read_reply(sock, on_progress)
     except FileNotFoundError:
         raise DaemonNotRunning(f"daemon not running (no socket at {path})") from None
     except ConnectionRefusedError:
@@ -227,13 +272,33 @@ def call(path: Path, verb: str, args: dict[str, Any] | None = None, timeout: flo
         raise AdminError(f"daemon did not answer within {timeout:.0f} s") from None
     except OSError as exc:  # reset, not a socket, path too long...
         raise AdminError(f"cannot talk to the daemon on {path}: {exc.strerror or exc}") from None
-    if not buf:
-        raise AdminError("daemon closed the connection without answering")
-    try:
-        reply = json.loads(buf)
-        ok, error, result = reply.get("ok"), reply.get("error"), reply.get("result")
-    except (ValueError, AttributeError):
-        raise AdminError(f"daemon sent a reply that is not JSON: {buf[:80]!r}") from None
+    ok, error, result = reply.get("ok"), reply.get("error"), reply.get("result")
     if not ok:
         raise AdminError(str(error or "request refused"))
     return result
+
+
+def _read_reply(sock: socket.socket, on_progress: Progress | None) -> dict[str, Any]:
+    """Lines until the final one (it has "ok"); progress lines go to `on_progress`."""
+    buf = b""
+    while True:
+        while b"\n" not in buf:
+            part = sock.recv(65536)
+            if not part:
+                if not buf:
+                    raise AdminError("daemon closed the connection without answering")
+                buf += b"\n"  # a last line without its newline
+                break
+            buf += part
+        line, buf = buf.split(b"\n", 1)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise AdminError(f"daemon sent a reply that is not JSON: {line[:80]!r}") from None
+        if not isinstance(reply, dict):
+            raise AdminError(f"daemon sent a reply that is not JSON (an object): {line[:80]!r}")
+        if "progress" in reply and "ok" not in reply:
+            if on_progress is not None:
+                on_progress(reply["progress"])
+            continue
+        return reply

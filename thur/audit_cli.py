@@ -44,8 +44,8 @@ def _count(text: str) -> int:
     return n
 
 
-def add_parser(sub: Any, json_flag: argparse.ArgumentParser, product: Product) -> None:
-    """The `system` command: `system audit tail|verify`."""
+def add_parser(system_sub: Any, json_flag: argparse.ArgumentParser, product: Product) -> None:
+    """`system audit tail|verify`, under the `system` command (thur/system_cli.py)."""
     source = argparse.ArgumentParser(add_help=False)
     where = source.add_mutually_exclusive_group()
     where.add_argument("--config", type=Path, metavar="FILE",
@@ -54,8 +54,6 @@ def add_parser(sub: Any, json_flag: argparse.ArgumentParser, product: Product) -
                             "if it is not running)")
     where.add_argument("--audit-dir", type=Path, metavar="DIR",
                        help="read this audit directory directly")
-    system = sub.add_parser("system", help="the daemon itself: its audit log")
-    system_sub = system.add_subparsers(dest="verb", required=True)
     audit = system_sub.add_parser("audit", help="the log of every state change")
     audit_sub = audit.add_subparsers(dest="audit_verb", required=True)
     tail = audit_sub.add_parser("tail", parents=[json_flag, source],

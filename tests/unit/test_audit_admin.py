@@ -22,7 +22,8 @@ from tests.unit.test_library_changer import FakeDrive, make_library
 from thur import audit_cli
 from thur.admin import AdminError, AdminServer, call, is_read_only, read_only
 from thur.audit import AuditLog, read_entries, segment_name, verify
-from thur.config import ConfigError, parse_vtl_config
+from thur.config import ConfigError, IscsiConfig, parse_vtl_config
+from thur.system_verbs import system_verbs
 from thur.vsa import cli as vsa_cli
 from thur.vsa.verbs import vsa_verbs
 from thur.vtl import cli as vtl_cli
@@ -176,10 +177,14 @@ def test_verb_tables_mark_what_changes_state(tmp_path: Path) -> None:
     lib = library_verbs(make_library(tmp_path, [FakeDrive.numbered(i) for i in range(2)]),
                         dict)
     assert {v for v, h in lib.items() if not is_read_only(h)} == {
-        "cartridge.create", "changer.load", "changer.unload"}
+        "cartridge.create", "cartridge.delete", "changer.load", "changer.unload",
+        "changer.move"}
     vsa = vsa_verbs(None, None, dict)  # type: ignore[arg-type]  # table() touches neither
     assert {v for v, h in vsa.items() if not is_read_only(h)} == {
         "volume.create", "volume.resize", "volume.delete"}
+    system = system_verbs(None, list, dict, iscsi=IscsiConfig())  # type: ignore[arg-type]
+    assert {v for v, h in system.items() if not is_read_only(h)} == {"system.gc"}
+    assert set(system) == {"system.stats", "system.cloud_check", "system.gc", "iscsi.chap"}
 
 
 # ---- the CLIs --------------------------------------------------------------------------

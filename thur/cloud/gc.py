@@ -98,11 +98,14 @@ class GarbageCollector:
         config: GcConfig | None = None,
         *,
         scratch: Path | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.tier = tier
         self.owners = owners
         self.config = config or GcConfig()
         self.scratch = scratch or tier.store.root / "gc"
+        # One line per phase and per owner/round: what `thurvtl system gc` streams.
+        self.progress = progress or (lambda _line: None)
 
     def run(self) -> GcReport:
         cfg = self.config
@@ -118,14 +121,23 @@ class GarbageCollector:
             tier.sync_index()
             store.guard.begin(marks)
             began = store.seq
-            self._snapshot(marks)
+            packs = self._snapshot(marks)
+        self.progress(f"snapshot: {packs} packs in {tier.backend.name}")
         try:
             if not cfg.dry_run:
+                self.progress(f"waiting {cfg.grace:g} s for writes in flight (grace)")
                 tier.clock.sleep(cfg.grace)
-            for owner in self.owners():
+            owners = list(self.owners())
+            for n, owner in enumerate(owners, 1):
+                before = report.ids_marked
                 report.ids_marked += marks.add(owner.chunk_ids())
                 report.owners += 1
+                self.progress(f"marked {owner.name} ({n}/{len(owners)}): "
+                              f"{report.ids_marked - before} references")
             report.local = sweep_local(store, store.guard, began, dry_run=cfg.dry_run)
+            verb = "would remove" if cfg.dry_run else "removed"
+            self.progress(f"cache: {verb} {report.local.chunks} chunks "
+                          f"({report.local.bytes} bytes)")
             doomed: list[_Condemned] = []
             for c in self._classify(marks, report):
                 if cfg.dry_run:
@@ -136,6 +148,9 @@ class GarbageCollector:
                     doomed = []
             if doomed:
                 self._round(doomed, report)
+            self.progress(f"packs: {report.packs_seen} seen, {report.packs_deleted} "
+                          f"{'to delete' if cfg.dry_run else 'deleted'}, "
+                          f"{report.packs_repacked} {'to repack' if cfg.dry_run else 'repacked'}")
         finally:
             store.guard.end()
             marks.close()
@@ -143,14 +158,14 @@ class GarbageCollector:
 
     # ---- plan ---------------------------------------------------------------
 
-    def _snapshot(self, marks: MarkSet) -> None:
+    def _snapshot(self, marks: MarkSet) -> int:
         known = self.tier.index.known_packs()
         listed = list_packs(self.tier.backend, self._call)
         db = marks.db
         db.execute("CREATE TABLE packs(pack_id BLOB PRIMARY KEY, size INTEGER) WITHOUT ROWID")
-        db.executemany(
-            "INSERT INTO packs VALUES(?, ?)", [(p, s) for p, s in listed.items() if p in known]
-        )
+        rows = [(p, s) for p, s in listed.items() if p in known]
+        db.executemany("INSERT INTO packs VALUES(?, ?)", rows)
+        return len(rows)
 
     def _packs(self, marks: MarkSet) -> Iterator[tuple[bytes, int]]:
         after = b""
@@ -214,6 +229,8 @@ class GarbageCollector:
             gone = [e.chunk_id for c in doomed for e in c.entries if e.chunk_id not in index]
             tier.store.discard_many(gone)
         report.packs_resurrected += len(keep)
+        self.progress(f"round: {len(doomed)} packs condemned, {len(keep)} kept "
+                      f"(referenced again), {report.packs_written} written so far")
         for c in doomed:
             report.bucket_bytes_freed += c.size
             if c.live:

@@ -126,6 +126,15 @@ def _entry(row: tuple) -> PackEntry:  # type: ignore[type-arg]
     return PackEntry(bytes(row[0]), bytes(row[1]), *row[2:])
 
 
+@dataclass(frozen=True, slots=True)
+class IndexTotals:
+    chunks: int  # distinct chunks
+    plain_bytes: int  # their plaintext
+    stored_bytes: int  # their payloads as stored in packs (compressed)
+    packs: int
+    index_files: int
+
+
 class PackIndex:
     """The local copy of the pack index (sqlite, thread-safe)."""
 
@@ -267,6 +276,17 @@ class PackIndex:
     def known_packs(self) -> set[bytes]:
         with self._lock:
             return {bytes(r[0]) for r in self._db.execute("SELECT pack_id FROM packs")}
+
+    def totals(self) -> IndexTotals:
+        """What the bucket holds by this index (`system stats`): each chunk counted once."""
+        with self._lock:
+            chunks, plain, stored = self._db.execute(
+                "SELECT count(*), coalesce(sum(p), 0), coalesce(sum(s), 0) FROM "
+                "(SELECT min(plain_len) AS p, min(length) AS s FROM entries GROUP BY chunk_id)"
+            ).fetchone()
+            packs = self._db.execute("SELECT count(*) FROM packs").fetchone()[0]
+            files = self._db.execute("SELECT count(*) FROM index_files").fetchone()[0]
+        return IndexTotals(chunks, plain, stored, packs, files)
 
     def __len__(self) -> int:
         """Distinct chunks known (a chunk in two packs counts once)."""

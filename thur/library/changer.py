@@ -243,6 +243,41 @@ class LibraryChanger:
             self._inv = new
             return placement
 
+    def delete_cartridge(self, barcode: str, *, force: bool = False) -> CartridgeFacts:
+        """Remove a cartridge from the library and from storage (here and in the bucket;
+        its chunks become garbage for GC). Returns what it was.
+
+        Refused while it is in a drive (unload it first: the drive holds it open and an
+        initiator may be using it) and, without `force`, while it holds data. The
+        inventory is written first: a crash before storage lets go of the cartridge
+        brings it back into a free slot on the next start, never a library entry
+        whose cartridge is gone.
+        """
+        with self.lock:
+            facts = self.facts(barcode)
+            p = facts.placement
+            if p is not None and p.location.kind == Kind.DRIVE:
+                raise InvalidRequest(f"{barcode} is in {self._label(p.location)}; unload it "
+                                     "first (thurvtl changer unload)")
+            if not force and facts.used_bytes:
+                raise InvalidRequest(f"{barcode} holds {facts.used_bytes} bytes of data; "
+                                     "delete it with --force to lose them for good")
+            if p is not None:
+                new = self._inv.without(barcode)
+                self._save(new)
+                self._inv = new
+            try:
+                self.source.delete(barcode)
+            except CartridgeNotFound:
+                pass  # only the inventory knew it: nothing more to remove
+            except Exception as exc:
+                log.error("cartridge %s left the library but storage could not delete it: %s",
+                          barcode, exc)
+                raise CartridgeUnavailable(
+                    f"{barcode} left the library but storage could not delete it ({exc}); "
+                    "the next start puts it back into a free slot") from exc
+            return facts
+
     def restore_drives(self) -> list[str]:
         """Load each cartridge the inventory places in a drive (on start; the drive then
         reports 06/28/00). Returns one warning per drive that could not be loaded."""

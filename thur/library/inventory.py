@@ -157,6 +157,15 @@ class Inventory:
         except (ValueError, TypeError, AttributeError) as exc:
             raise InventoryCorrupt(str(exc)) from exc
 
+    def floor(self, kind: Kind) -> tuple[int, Placement | None]:
+        """The fewest elements of `kind` that keep every cartridge, and the cartridge in
+        the last of them (the one to move first to shrink further); `fit` refuses less."""
+        held = [p for p in self if p.location.kind == kind]
+        if not held:
+            return 0, None
+        last = max(held, key=lambda p: p.location.index)
+        return last.location.index + 1, last
+
     def fit(self, geometry: Geometry) -> Inventory:
         """This inventory in a library of `geometry`: ShrinkRefused if a cartridge would
         be orphaned; source elements that no longer exist are forgotten."""

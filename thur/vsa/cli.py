@@ -13,26 +13,37 @@ not running, from <data_dir>/audit (thur/audit_cli.py); verify exits 0 valid,
 `volume delete` is refused while the volume is exported and an iSCSI session is
 logged in to the target or an NVMe/TCP host is connected; `--force` deletes it
 anyway (the initiators' I/O to it fails, and the data is gone).
+
+`system stats|cloud check|gc` are the same as thurvtl's (thur/system_cli.py);
+`completion bash|zsh` prints a shell completion script.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from thur import audit_cli
-from thur.admin import AdminError, call
+from thur import audit_cli, completion, system_cli
+from thur.admin import call
+from thur.cli_common import (
+    Outcome,
+    base_parser,
+    binary_size,
+    fields,
+    json_parent,
+    run_main,
+    table,
+)
 from thur.vsa.config import load_vsa_config
 
 DEFAULT_SOCKET = Path(os.environ.get("THURVSA_SOCKET", "/run/thurvsa/admin.sock"))
-EXIT_REFUSED = 1
 PRODUCT = audit_cli.Product("thurvsa", Path("/etc/thurvsa/thurvsa.yaml"), load_vsa_config)
+size = binary_size  # disk sizes are given in binary units (2.00 GiB)
+__all__ = ["build_parser", "main", "parse_size", "size", "table"]
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:i?B)?\s*$", re.IGNORECASE)
 
@@ -52,25 +63,6 @@ def parse_size(text: str) -> int:
     if value != int(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"invalid size {text!r}: a positive whole byte count")
     return int(value)
-
-
-def size(n: int | None) -> str:
-    """Bytes in binary units, as disk sizes are given here (2.00 GiB)."""
-    if n is None:
-        return "-"
-    for unit, scale in (("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30),
-                        ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n} B"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
 
 
 def format_volumes(vols: list[dict[str, Any]]) -> str:
@@ -99,8 +91,7 @@ def format_volume(v: dict[str, Any]) -> str:
         ("Flags", ", ".join(flags) or "-"),
         ("Replication", "pending" if v.get("replication_pending") else "up to date"),
     ]
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return fields(rows)
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -119,24 +110,15 @@ def format_info(info: dict[str, Any]) -> str:
         state = "serving" if v["serving"] else "not serving"
         ns = f", nsid {v['nsid']}" if v.get("nsid") is not None else ""
         rows.append((f"  LUN {v['lun']}", f"{v['name']} ({v['backstore']}{ns}, {state})"))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return fields(rows)
 
 
 # ---- commands -----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="thurvsa", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET,
-                        help=f"admin socket path (default {DEFAULT_SOCKET}, or $THURVSA_SOCKET)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    json_flag = argparse.ArgumentParser(add_help=False)
-    json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                           help="machine-readable output")
-    sub = parser.add_subparsers(dest="noun", required=True, metavar="COMMAND")
+    parser, sub = base_parser("thurvsa", __doc__, DEFAULT_SOCKET, "THURVSA_SOCKET")
+    json_flag = json_parent()
     sub.add_parser("ping", help="check that the daemon answers", parents=[json_flag])
     sub.add_parser("info", help="the target, its portals and LUNs", parents=[json_flag])
 
@@ -160,15 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.add_argument("--force", action="store_true",
                         help="even while initiators are logged in (their I/O to it fails)")
-    audit_cli.add_parser(sub, json_flag, PRODUCT)
+    system_cli.add_parser(sub, json_flag, PRODUCT)
+    completion.add_parser(sub)
     return parser
 
 
-def run(args: argparse.Namespace) -> tuple[Any, str]:
+def run(args: argparse.Namespace) -> Outcome:
     """Send the request for `args`; return the reply and its human rendering."""
     sock = args.socket
     if args.noun == "ping":
         return call(sock, "ping"), "thurvsad is running"
+    if args.noun == "completion":
+        print(completion.script(args.shell, "thurvsa", build_parser()), end="")
+        return 0
+    if args.noun == "system":
+        return system_cli.run(args, PRODUCT, size)
     if args.noun == "info":
         result = call(sock, "vsa.info")
         return result, format_info(result)
@@ -193,16 +181,7 @@ def run(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.noun == "system":
-        return audit_cli.run(args, PRODUCT)
-    try:
-        result, text = run(args)
-    except AdminError as exc:
-        print(f"thurvsa: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    print(json.dumps(result, indent=2) if args.json else text)
-    return 0
+    return run_main("thurvsa", build_parser().parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from thur.admin import AdminServer
 from thur.audit import AuditLog
 from thur.fsutil import fsync_dir
 from thur.observe import Observability
+from thur.system_verbs import system_verbs
 from thur.volume import Volume
 from thur.vsa.config import ConfigError, VsaConfig, load_vsa_config
 from thur.vsa.storage import StorageUnavailable, VsaStorage
@@ -305,7 +306,12 @@ class Daemon:
     # --- admin verbs -------------------------------------------------------
 
     def _verbs(self) -> dict[str, Any]:
-        return vsa_verbs(self.store, self, self._info)
+        # The logical bytes of `system stats`: every volume's mapped bytes.
+        def logical() -> int:
+            return sum(self.store.info(name)["mapped_bytes"] for name in self.store.list())
+
+        return vsa_verbs(self.store, self, self._info) | system_verbs(
+            self.storage.tier, self.store.owners, logical)
 
     def _info(self) -> dict[str, Any]:
         with self.lock:

@@ -9,46 +9,44 @@ stderr says why), 2 bad usage.
 `system audit tail|verify` reads the audit log, through the daemon or, when it is
 not running, from <data_dir>/audit (thur/audit_cli.py); verify exits 0 valid,
 1 broken, 2 unreadable.
+
+Elements for `changer move` are named `slot:N` (mtx numbering), `mail:N`,
+`drive:N`, or by SMC element address (`0x0402`). `cartridge delete` is refused
+while the cartridge is in a drive, and without --force while it holds data.
+`iscsi chap` shows the CHAP settings (passwords redacted); they are set in the
+config file and take effect on restart. `completion bash|zsh` prints a shell
+completion script.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from thur import audit_cli
-from thur.admin import AdminError, call
+from thur import audit_cli, completion, system_cli
+from thur.admin import call
+from thur.cli_common import (
+    Outcome,
+    base_parser,
+    decimal_size,
+    fields,
+    json_parent,
+    run_main,
+    table,
+    yes_no,
+)
 from thur.config import load_vtl_config
 
 DEFAULT_SOCKET = Path(os.environ.get("THURVTL_SOCKET", "/run/thurvtl/admin.sock"))
-EXIT_REFUSED = 1
 PRODUCT = audit_cli.Product("thurvtl", Path("/etc/thurvtl/thurvtl.yaml"), load_vtl_config)
+size = decimal_size  # tape capacities are quoted in decimal units (LTO-8: 12 TB)
+__all__ = ["build_parser", "main", "size", "table"]
 
 
 # ---- formatting ---------------------------------------------------------------------------
-
-
-def size(n: int | None) -> str:
-    """Bytes in decimal units, as tape capacities are quoted (LTO-8: 12 TB)."""
-    if n is None:
-        return "-"
-    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n} B"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
 
 
 def _where(loc: dict[str, Any] | None) -> str:
@@ -65,8 +63,7 @@ def format_library(info: dict[str, Any]) -> str:
     ]
     for drive in info["drives"]:
         rows.append((f"  drive {drive['index']}", f"LUN {drive['lun']}  serial {drive['serial']}"))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return fields(rows)
 
 
 def format_cartridges(carts: list[dict[str, Any]]) -> str:
@@ -97,8 +94,7 @@ def format_cartridge(c: dict[str, Any]) -> str:
         ("Local-only", "unknown (storage does not report it)" if local is None else size(local)),
         ("Load count", "-" if c["load_count"] is None else c["load_count"]),
     ]
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return fields(rows)
 
 
 def format_inventory(inv: dict[str, Any]) -> str:
@@ -120,29 +116,104 @@ def format_move(result: dict[str, Any]) -> str:
     return f"{result['barcode']}: {result['from']['element']} -> {result['to']['element']}"
 
 
+def format_bounds(bounds: dict[str, Any]) -> str:
+    rows = []
+    for key, b in bounds.items():
+        blocker = b["blocker"]
+        rows.append((key, b["current"], b["min"], b["max_same_addresses"], b["max"],
+                     f"{blocker['barcode']} in {blocker['element']}" if blocker else None))
+    out = table(("KEY", "NOW", "MIN", "MAX (SAME ADDRESSES)", "MAX", "BLOCKS SHRINKING"), rows)
+    return out + ("\nchange a count in the config file and restart thurvtld; above "
+                  "MAX (SAME ADDRESSES) element addresses change (re-scan the changer)")
+
+
+def _position(pos: dict[str, Any] | None) -> str:
+    if pos is None:
+        return "-"
+    if "error" in pos:
+        return f"unknown ({pos['error']})"
+    where = "BOP" if pos["bop"] else ("EOD" if pos["eod"] else "")
+    return (f"partition {pos['partition']}, object {pos['object']}, file {pos['file']}"
+            + (f" ({where})" if where else ""))
+
+
+def _encryption(enc: dict[str, Any] | None) -> str:
+    if enc is None:
+        return "-"
+    return "on" if enc["encrypt"] else ("decrypt only" if enc["decrypt"] else "off")
+
+
+def format_drives(drives: list[dict[str, Any]]) -> str:
+    rows = []
+    for d in drives:
+        state = _encryption(d.get("encryption"))
+        block = d.get("block_size")
+        rows.append((
+            d["element"], d["serial"], d["barcode"],
+            ("threaded" if d.get("threaded") else "unthreaded") if d.get("medium") else "empty",
+            _position(d.get("position")),
+            "-" if block is None else ("variable" if block == 0 else block),
+            yes_no(d.get("compression")), state, yes_no(d.get("write_protected")),
+        ))
+    return table(("DRIVE", "SERIAL", "BARCODE", "MEDIUM", "POSITION", "BLOCK", "COMPRESS",
+                  "ENCRYPT", "WP"), rows)
+
+
+def format_drive(d: dict[str, Any]) -> str:
+    stats = d.get("stats") or {}
+    rows: list[tuple[str, object]] = [
+        ("Drive", f"{d['element']} (element {d['address']:#06x})"),
+        ("Serial", d["serial"]),
+        ("Cartridge", d["barcode"] or "-"),
+        ("Position", _position(d.get("position"))),
+        ("Block size", "variable" if d.get("block_size") == 0 else d.get("block_size")),
+        ("Compression", yes_no(d.get("compression"))),
+        ("Encryption", _encryption(d.get("encryption"))),
+        ("Write protect", yes_no(d.get("write_protected"))),
+        ("Removal locked", yes_no(d.get("prevent_removal"))),
+        ("Needs cleaning", yes_no(d.get("cleaning_required"))),
+        ("Loads", d.get("load_count")),
+    ]
+    if stats:
+        rows += [
+            ("Written", f"{size(stats['host_written'])} in {stats['records_written']} records "
+                        f"({size(stats['mount_written'])} this mount)"),
+            ("Read", f"{size(stats['host_read'])} in {stats['records_read']} records "
+                     f"({size(stats['mount_read'])} this mount)"),
+        ]
+    return fields(rows)
+
+
+def format_chap(c: dict[str, Any]) -> str:
+    def who(entry: dict[str, Any] | None) -> str:
+        return "-" if entry is None else f"user {entry['userid']}, password {entry['password']}"
+
+    return fields([
+        ("Target", c["target_iqn"]),
+        ("Initiators", ", ".join(c["acls"]) or "any (demo mode)"),
+        ("CHAP", who(c["chap"])),
+        ("Mutual CHAP", who(c["mutual_chap"])),
+        ("Discovery CHAP", who(c["discovery_chap"])),
+    ]) + "\nset in the config file (iscsi: chap / mutual_chap / discovery_chap); " \
+         "restart the daemon to apply"
+
+
 # ---- commands -----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="thurvtl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET,
-                        help=f"admin socket path (default {DEFAULT_SOCKET}, or $THURVTL_SOCKET)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    # Also accepted after the subcommand (`thurvtl cartridge list --json`); SUPPRESS keeps
-    # a subcommand without it from resetting the global flag.
-    json_flag = argparse.ArgumentParser(add_help=False)
-    json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                           help="machine-readable output")
-    sub = parser.add_subparsers(dest="noun", required=True, metavar="COMMAND")
+    parser, sub = base_parser("thurvtl", __doc__, DEFAULT_SOCKET, "THURVTL_SOCKET")
+    json_flag = json_parent()
     sub.add_parser("ping", help="check that the daemon answers", parents=[json_flag])
 
     library = sub.add_parser("library", help="the library as a whole")
     library_sub = library.add_subparsers(dest="verb", required=True)
     library_sub.add_parser("info", help="topology and serial numbers", parents=[json_flag])
+    library_sub.add_parser("bounds", parents=[json_flag],
+                           help="how far num_slots / num_mail_slots / num_drives may "
+                                "shrink or grow")
 
-    cart = sub.add_parser("cartridge", help="create and inspect cartridges")
+    cart = sub.add_parser("cartridge", help="create, inspect and delete cartridges")
     cart_sub = cart.add_subparsers(dest="verb", required=True)
     create = cart_sub.add_parser("create", help="create a blank cartridge in a slot",
                                  parents=[json_flag])
@@ -158,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
                         parents=[json_flag])
     info = cart_sub.add_parser("info", help="one cartridge in detail", parents=[json_flag])
     info.add_argument("barcode")
+    delete = cart_sub.add_parser("delete", parents=[json_flag],
+                                 help="delete a cartridge here and in the bucket "
+                                      "(refused while in a drive)")
+    delete.add_argument("barcode")
+    delete.add_argument("--force", action="store_true",
+                        help="even when it holds data (it is lost for good)")
 
     changer = sub.add_parser("changer", help="the robot: inventory and moves")
     changer_sub = changer.add_subparsers(dest="verb", required=True)
@@ -172,56 +249,98 @@ def build_parser() -> argparse.ArgumentParser:
     unload.add_argument("drive", type=int, help="drive index (0-based)")
     unload.add_argument("slot", type=int, nargs="?",
                         help="destination slot (default: the slot it came from)")
-    audit_cli.add_parser(sub, json_flag, PRODUCT)
+    move = changer_sub.add_parser("move", parents=[json_flag],
+                                  help="move a cartridge between any two elements")
+    move.add_argument("source", metavar="SRC",
+                      help="slot:N, mail:N, drive:N or an element address (0x0402)")
+    move.add_argument("destination", metavar="DST", help="as SRC")
+
+    drive = sub.add_parser("drive", help="the tape drives")
+    drive_sub = drive.add_subparsers(dest="verb", required=True)
+    status = drive_sub.add_parser("status", parents=[json_flag],
+                                  help="cartridge, position, block size, compression, "
+                                       "encryption, counters")
+    status.add_argument("drive", type=int, nargs="?",
+                        help="one drive in detail (default: a table of all)")
+
+    iscsi = sub.add_parser("iscsi", help="the iSCSI target")
+    iscsi_sub = iscsi.add_subparsers(dest="verb", required=True)
+    iscsi_sub.add_parser("chap", parents=[json_flag],
+                         help="CHAP settings (passwords redacted; set in the config file)")
+
+    system_cli.add_parser(sub, json_flag, PRODUCT)
+    completion.add_parser(sub)
     return parser
 
 
-def run(args: argparse.Namespace) -> tuple[Any, str]:
-    """Send the request for `args`; return the reply and its human rendering."""
+def run_cartridge(args: argparse.Namespace) -> tuple[Any, str]:
     sock = args.socket
-    if args.noun == "ping":
-        return call(sock, "ping"), "thurvtld is running"
-    if args.noun == "library":
-        result = call(sock, "library.info")
-        return result, format_library(result)
-    if args.noun == "cartridge":
-        if args.verb == "create":
-            request = {"barcode": args.barcode, "worm": args.worm}
-            if args.slot is not None:
-                request["slot"] = args.slot
-            if args.mail_slot is not None:
-                request["mail_slot"] = args.mail_slot
-            result = call(sock, "cartridge.create", request)
-            return result, f"created {result['barcode']} in {_where(result['location'])}"
-        if args.verb == "list":
-            result = call(sock, "cartridge.list")
-            return result, format_cartridges(result)
-        result = call(sock, "cartridge.info", {"barcode": args.barcode})
-        return result, format_cartridge(result)
+    if args.verb == "create":
+        request = {"barcode": args.barcode, "worm": args.worm}
+        if args.slot is not None:
+            request["slot"] = args.slot
+        if args.mail_slot is not None:
+            request["mail_slot"] = args.mail_slot
+        result = call(sock, "cartridge.create", request)
+        return result, f"created {result['barcode']} in {_where(result['location'])}"
+    if args.verb == "list":
+        result = call(sock, "cartridge.list")
+        return result, format_cartridges(result)
+    if args.verb == "delete":
+        result = call(sock, "cartridge.delete", {"barcode": args.barcode, "force": args.force},
+                      timeout=300)
+        return result, f"deleted {result['barcode']}"
+    result = call(sock, "cartridge.info", {"barcode": args.barcode})
+    return result, format_cartridge(result)
+
+
+def run_changer(args: argparse.Namespace) -> tuple[Any, str]:
+    sock = args.socket
     if args.verb == "inventory":
         result = call(sock, "changer.inventory")
         return result, format_inventory(result)
     if args.verb == "load":
         result = call(sock, "changer.load", {"slot": args.slot, "drive": args.drive})
-        return result, format_move(result)
-    request = {"drive": args.drive}
-    if args.slot is not None:
-        request["slot"] = args.slot
-    result = call(sock, "changer.unload", request)
+    elif args.verb == "move":
+        result = call(sock, "changer.move", {"from": args.source, "to": args.destination})
+    else:
+        request = {"drive": args.drive}
+        if args.slot is not None:
+            request["slot"] = args.slot
+        result = call(sock, "changer.unload", request)
     return result, format_move(result)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> Outcome:
+    """Send the request for `args`; return the reply and its human rendering."""
+    sock = args.socket
+    if args.noun == "ping":
+        return call(sock, "ping"), "thurvtld is running"
+    if args.noun == "completion":
+        print(completion.script(args.shell, "thurvtl", build_parser()), end="")
+        return 0
     if args.noun == "system":
-        return audit_cli.run(args, PRODUCT)
-    try:
-        result, text = run(args)
-    except AdminError as exc:
-        print(f"thurvtl: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    print(json.dumps(result, indent=2) if args.json else text)
-    return 0
+        return system_cli.run(args, PRODUCT, size)
+    if args.noun == "library":
+        if args.verb == "bounds":
+            result = call(sock, "library.bounds")
+            return result, format_bounds(result)
+        result = call(sock, "library.info")
+        return result, format_library(result)
+    if args.noun == "cartridge":
+        return run_cartridge(args)
+    if args.noun == "drive":
+        request = {} if args.drive is None else {"drive": args.drive}
+        result = call(sock, "drive.status", request)
+        return result, format_drives(result) if args.drive is None else format_drive(result[0])
+    if args.noun == "iscsi":
+        result = call(sock, "iscsi.chap")
+        return result, format_chap(result)
+    return run_changer(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("thurvtl", build_parser().parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from thur.library import (
     open_library,
 )
 from thur.observe import Observability
+from thur.system_verbs import system_verbs
 from thur.vtl.storage import StorageUnavailable, VtlStorage
 from thur.vtl.topology import (
     LogicalUnit,
@@ -187,7 +188,12 @@ class Daemon:
     # --- admin verbs -------------------------------------------------------
 
     def _verbs(self) -> dict[str, Any]:
-        return library_verbs(self.library, self._info)
+        # The logical bytes of `system stats`: every cartridge's record bytes.
+        def logical() -> int:
+            return sum(f.used_bytes or 0 for f in self.library.all_facts())
+
+        return library_verbs(self.library, self._info) | system_verbs(
+            self.storage.tier, self.storage.cartridges.owners, logical, iscsi=self.config.iscsi)
 
     def _info(self) -> dict[str, Any]:
         lib = self.config.library

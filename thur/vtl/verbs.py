@@ -13,9 +13,27 @@ Verbs and their arguments:
     cartridge.create     {"barcode", "slot"?: int, "mail_slot"?: int, "worm"?: bool}
     cartridge.list       {}
     cartridge.info       {"barcode"}
+    cartridge.delete     {"barcode", "force"?: bool}
     changer.inventory    {}
     changer.load         {"slot": int, "drive": int}
     changer.unload       {"drive": int, "slot"?: int}
+    changer.move         {"from": element, "to": element}
+    library.bounds       {}
+    drive.status         {"drive"?: int}           every drive without "drive"
+
+An element is named `slot:N` (the mtx slot number: mail slots continue after the
+storage slots), `mail:N` (1-based), `drive:N` (0-based), or by its SMC element
+address, `0x0402` or `addr:1026`. `changer.move` moves between any two of them
+through the same `LibraryChanger.move_cartridge` as the changer LU's MOVE MEDIUM,
+with its refusals (empty source, full destination, export while prevented, a drive
+held by PREVENT MEDIUM REMOVAL).
+
+`cartridge.delete` is refused while the cartridge is in a drive (unload it first;
+there is no override: an initiator may be using it) and, without `force`, while it
+holds data. It removes the cartridge from the inventory, then from storage here and
+in the bucket; its chunks are garbage for `system gc`.
+
+The shared `system.*` and `iscsi.chap` verbs are in thur/system_verbs.py.
 
 Verbs that change nothing are marked `read_only`; the admin server records every
 call of the others in the audit log (thur/audit.py).
@@ -23,6 +41,7 @@ call of the others in the audit log (thur/audit.py).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -40,17 +59,18 @@ from thur.library import (
     Location,
     NoSuchElement,
 )
+from thur.library.bounds import library_bounds
 
 # Errors whose message is a one-line answer for the operator.
 REFUSALS = (ChangerError, BarcodeError, NoSuchElement, CartridgeExists, CartridgeNotFound)
 Args = dict[str, Any]
 
 
-def _refusals_to_admin_errors(handler: Callable[[Args], Any]) -> Handler:
+def _refusals_to_admin_errors(handler: Callable[..., Any]) -> Handler:
     @functools.wraps(handler)
-    def run(args: Args) -> Any:
+    def run(args: Args, *progress: Any) -> Any:
         try:
-            return handler(args)
+            return handler(args, *progress)
         except REFUSALS as exc:
             raise AdminError(str(exc) or type(exc).__name__) from exc
 
@@ -88,9 +108,13 @@ class LibraryVerbs:
             "cartridge.create": self.cartridge_create,
             "cartridge.list": read_only(self.cartridge_list),
             "cartridge.info": read_only(self.cartridge_info),
+            "cartridge.delete": self.cartridge_delete,
             "changer.inventory": read_only(self.changer_inventory),
             "changer.load": self.changer_load,
             "changer.unload": self.changer_unload,
+            "changer.move": self.changer_move,
+            "library.bounds": read_only(self.library_bounds),
+            "drive.status": read_only(self.drive_status),
         }
         return {name: _refusals_to_admin_errors(fn) for name, fn in verbs.items()}
 
@@ -146,6 +170,20 @@ class LibraryVerbs:
     def cartridge_info(self, args: Args) -> dict[str, Any]:
         return self.cartridge(self.changer.facts(_str(args, "barcode")))
 
+    def cartridge_delete(self, args: Args) -> dict[str, Any]:
+        barcode = _str(args, "barcode")
+        force = args.get("force", False)
+        if not isinstance(force, bool):
+            raise AdminError(f"'force' must be true or false, not {force!r}")
+        return {**self.cartridge(self.changer.delete_cartridge(barcode, force=force)),
+                "deleted": True}
+
+    def library_bounds(self, _args: Args) -> dict[str, Any]:
+        with self.changer.lock:
+            inventory = self.changer.inventory
+        return library_bounds(inventory, self.geometry, self.changer.elements.bases,
+                              self.geometry.label)
+
     def changer_inventory(self, _args: Args) -> dict[str, Any]:
         inventory = self.changer.inventory
         transport = self.changer.layout.transport
@@ -191,6 +229,94 @@ class LibraryVerbs:
             dst = self.changer.unload_drive(src, dst)
         assert p is not None
         return self._moved(p.barcode, src, dst)
+
+
+    def element(self, args: Args, name: str) -> Location:
+        """`slot:3`, `mail:1`, `drive:0`, `0x0402` or `addr:1026` to a location."""
+        text = _str(args, name).strip().lower()
+        kind, sep, number = text.partition(":")
+        kinds = {"slot": self.geometry.slot, "mail": self.geometry.mail_slot,
+                 "drive": self.geometry.drive}
+        try:
+            if not sep and kind.startswith("0x"):
+                address = int(kind, 16)
+            elif sep and kind in ("addr", "address"):
+                address = int(number, 0)
+            elif sep and kind in kinds:
+                index = int(number)
+            else:
+                raise ValueError(text)
+        except ValueError:
+            raise AdminError(f"'{name}': {args[name]!r} is not an element: use slot:N, "
+                             "mail:N, drive:N or an element address (0x0402)") from None
+        if sep and kind in kinds:
+            return kinds[kind](index)
+        loc = self.changer.elements.location(address)
+        if loc is None:
+            raise AdminError(f"'{name}': no storage, mail slot or drive element at address "
+                             f"{address:#06x}")
+        return loc
+
+    def changer_move(self, args: Args) -> dict[str, Any]:
+        src, dst = self.element(args, "from"), self.element(args, "to")
+        with self.changer.lock:
+            p = self.changer.inventory.at(src)
+            self.changer.move_cartridge(src, dst)
+        assert p is not None  # move_cartridge refuses an empty source
+        return self._moved(p.barcode, src, dst)
+
+    def drive_status(self, args: Args) -> list[dict[str, Any]]:
+        index = _int(args, "drive", required=False)
+        drives = range(self.geometry.drives) if index is None else [index]
+        return [self.drive(self.geometry.drive(i)) for i in drives]
+
+    def drive(self, loc: Location) -> dict[str, Any]:
+        """One drive as its engine sees it (the fields an engine does not have are None)."""
+        engine = self.changer.drives[loc.index]
+        with self.changer.lock:
+            placed = self.changer.inventory.at(loc)
+        out: dict[str, Any] = {
+            **(self.location(loc) or {}),
+            "serial": engine.identity.serial,
+            "barcode": placed.barcode if placed else None,
+        }
+        # Not under the engine's lock: a command may hold it for as long as a write
+        # waits for pool space; these reads are each atomic, position() has its own lock.
+        out.update(drive_state(engine))
+        return out
+
+
+def drive_state(engine: Any) -> dict[str, Any]:
+    """What a `TapeDrive` knows: medium, position, block size, compression, encryption,
+    locks and counters. Never the encryption key."""
+    medium = engine.medium
+    position = None
+    if medium is not None and getattr(engine, "ready", False):
+        try:
+            pos = medium.position()
+            position = {"partition": pos.partition, "object": pos.object_id,
+                        "file": pos.file_id, "bop": pos.bop, "eod": pos.eod}
+        except Exception as exc:  # a failing medium still gets its drive shown
+            position = {"error": str(exc)}
+    modes = getattr(engine, "modes", None)
+    page = modes.get(0x0F) if modes is not None else None
+    enc = getattr(engine, "encryption", None)
+    stats = getattr(engine, "stats", None)
+    return {
+        "medium": medium is not None,
+        "threaded": getattr(engine, "ready", None),
+        "position": position,
+        "block_size": getattr(engine, "block_length", None),
+        "compression": bool(page.current[2] & 0x80) if page is not None else None,
+        "encryption": None if enc is None else {
+            "encrypt": bool(enc.encryption_mode), "decrypt": bool(enc.decryption_mode),
+            "key_loaded": enc.key is not None},
+        "write_protected": getattr(medium, "write_protected", None) if medium else None,
+        "prevent_removal": getattr(engine, "prevent_removal", None),
+        "cleaning_required": getattr(engine, "cleaning_required", None),
+        "load_count": getattr(engine, "load_count", None),
+        "stats": None if stats is None else dataclasses.asdict(stats),
+    }
 
 
 def library_verbs(
