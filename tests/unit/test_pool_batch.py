@@ -12,6 +12,7 @@ import pytest
 from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool
 from thur.pool import (
     BackpressureTimeout,
+    ChunkMissing,
     Codec,
     CompressionPolicy,
     LocalStore,
@@ -130,13 +131,13 @@ def test_submit_keeps_backpressure_semantics(tmp_path: Path) -> None:
 def test_submit_window_bounds_bytes_in_flight(tmp_path: Path) -> None:
     store = LocalStore(cfg(tmp_path, submit_window=3000, put_workers=2))
     gate = threading.Event()
-    real = store.put
+    real = store._put_begin  # what the workers run
 
     def held_put(data: bytes, *, skip_if: object = None) -> object:
         gate.wait(5)
         return real(data)
 
-    store.put = held_put  # type: ignore[method-assign]
+    store._put_begin = held_put  # type: ignore[method-assign]
     submitted: list[object] = []
     producer = threading.Thread(
         target=lambda: submitted.extend(store.submit(blob(i)) for i in range(10))
@@ -217,14 +218,70 @@ def test_tier_submit_skips_chunks_the_bucket_has(tmp_path: Path) -> None:
 def test_put_workers_setting_is_honoured(tmp_path: Path, workers: int) -> None:
     store = LocalStore(cfg(tmp_path, put_workers=workers))
     names: set[str] = set()
-    real = store.put
+    real = store._put_begin  # what the workers run
 
     def spy(data: bytes, *, skip_if: object = None) -> object:
         names.add(threading.current_thread().name)
         time.sleep(0.01)
         return real(data)
 
-    store.put = spy  # type: ignore[method-assign]
+    store._put_begin = spy  # type: ignore[method-assign]
     store.put_many([blob(i) for i in range(12)])
     assert 1 <= len(names) <= workers
+    store.close()
+
+
+def test_a_chunk_is_invisible_until_its_batch_is_durable(tmp_path: Path) -> None:
+    # Readers use a second sqlite connection and nothing in memory: a chunk
+    # must not be found (by lookups, reads or a dedup put) before its
+    # directory fsync and row commit are done, and must be found right after.
+    store = LocalStore(cfg(tmp_path))
+    committer = store._committer
+    real = committer._commit_many
+    seen: list[bytes] = []
+
+    def checked(batch: list[object]) -> None:
+        ids = [st.cid for st in batch]  # type: ignore[attr-defined]
+        for cid in ids:
+            assert not store.contains(cid)
+            with pytest.raises(ChunkMissing):
+                store.read_encoded(cid)
+        real(batch)  # type: ignore[arg-type]
+        for cid in ids:
+            assert store.contains(cid)  # visible once committed, before the writer is told
+        seen.extend(ids)
+
+    committer._commit_many = checked  # type: ignore[method-assign]
+    results = store.put_many([blob(i) for i in range(30)])
+    assert sorted(seen) == sorted(r.chunk_id for r in results)
+    store.close()
+
+
+def test_memory_does_not_grow_with_the_chunks_stored(tmp_path: Path) -> None:
+    # Nothing per chunk stays in memory (the index is pool.sqlite, shards are
+    # bits, LRU touches a bounded buffer): 3000 more chunks, stored and read
+    # back, leave the Python heap where 3000 left it (before: ~0.8 KiB each).
+    import tracemalloc
+
+    store = LocalStore(cfg(tmp_path, budget_bytes=64 << 20, put_workers=2))
+
+    def cycle(start: int) -> None:
+        for s in range(start, start + 3000, 100):
+            results = store.put_many([blob(i, 64) for i in range(s, s + 100)])
+            store.mark_durable([r.chunk_id for r in results])
+            for r in results:
+                store.get(r.chunk_id)
+
+    cycle(0)
+    store._flush_touches()  # the touch buffer is bounded (TOUCH_BATCH): start both sides empty
+    pool_only = [tracemalloc.Filter(True, "*thur/pool/*")]  # not other tests' leftovers
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot().filter_traces(pool_only)
+    cycle(3000)
+    store._flush_touches()
+    after = tracemalloc.take_snapshot().filter_traces(pool_only)
+    growth = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    tracemalloc.stop()
+    assert store.stats().chunks == 6000
+    assert growth < 3000 * 64  # < 64 B a chunk: noise, not a table
     store.close()

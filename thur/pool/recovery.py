@@ -5,14 +5,21 @@
 - a durable row without a file: dropped (the backend has the chunk);
 - a pinned row without a file cannot happen unless the disk lost fsync'd
   data: reported in `Recovery.lost_pinned`.
+
+Files (`ChunkFiles.scan`, one leaf directory at a time) and rows (pages of
+`_PAGE` in id order) are both streamed in id order and merged, so opening a
+pool of millions of chunks does not hold them all in memory.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .layout import ChunkFiles
+
+_PAGE = 4096
 
 
 @dataclass(slots=True)
@@ -25,19 +32,44 @@ class Recovery:
     lost_pinned: list[bytes] = field(default_factory=list)
 
 
+def _rows(db: sqlite3.Connection) -> Iterator[tuple[bytes, int]]:
+    after = b""
+    while True:
+        page = db.execute(
+            "SELECT id, durable FROM chunks WHERE id > ? ORDER BY id LIMIT ?", (after, _PAGE)
+        ).fetchall()
+        if not page:
+            return
+        for cid, durable in page:
+            yield bytes(cid), durable
+        after = bytes(page[-1][0])
+
+
 def recover(files: ChunkFiles, db: sqlite3.Connection) -> Recovery:
     rec = Recovery(tmp_removed=files.clear_tmp())
-    on_disk, rec.orphans_swept = files.scan()
-    rows = {bytes(r[0]): r[1] for r in db.execute("SELECT id, durable FROM chunks")}
-    for cid in on_disk - rows.keys():
-        files.unlink(cid)
-        rec.orphans_swept += 1
-    missing = rows.keys() - on_disk
+    missing: list[tuple[bytes, int]] = []  # rows without a file (empty unless something broke)
+    rows = _rows(db)
+    row = next(rows, None)
+    for cid in files.scan():
+        if cid is None:  # a stray file or directory, removed
+            rec.orphans_swept += 1
+            continue
+        while row is not None and row[0] < cid:
+            missing.append(row)
+            row = next(rows, None)
+        if row is not None and row[0] == cid:
+            row = next(rows, None)
+        else:  # a file without a row: never acknowledged
+            files.unlink(cid)
+            rec.orphans_swept += 1
+    while row is not None:
+        missing.append(row)
+        row = next(rows, None)
     if missing:
         db.execute("BEGIN")
-        for cid in missing:
+        for cid, durable in missing:
             db.execute("DELETE FROM chunks WHERE id = ?", (cid,))
-            if rows[cid]:
+            if durable:
                 rec.durable_rows_dropped += 1
             else:
                 rec.lost_pinned.append(cid)

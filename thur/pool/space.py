@@ -6,13 +6,19 @@ otherwise. Bytes are counted three ways: `_used` (committed chunk files),
 `_inflight` (reserved by writers whose files are not committed yet — staged
 files waiting for their group commit count here, so a batch can never
 overrun the budget) and `_pinned` (committed, not yet in the backend).
+
+LRU without a per-chunk structure in memory: `seq` in `pool.sqlite` is the
+order (indexed with `durable`). A read of a durable chunk goes into a
+bounded buffer (`_touch`); the buffer is written as new `seq` values when it
+fills and before eviction picks victims, in a transaction that does not
+wait for an fsync (`synchronous=NORMAL`: the order of a cache is not worth
+one; the next durable commit carries it, a crash may forget the latest reads).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +26,8 @@ from typing import Any
 from .clock import Clock
 from .errors import BackpressureTimeout
 from .layout import ChunkFiles
+
+TOUCH_BATCH = 4096  # reads of durable chunks buffered before their new LRU order is written
 
 
 @dataclass(slots=True)
@@ -42,16 +50,24 @@ class SpaceMixin:
     clock: Clock
     budget: int
     _cond: threading.Condition
+    _wlock: threading.Lock
+    _rlock: threading.Lock
+    _tlock: threading.Lock
     _db: sqlite3.Connection
+    _rdb: sqlite3.Connection
     _files: ChunkFiles
     _disk_free: Callable[[], int]
-    _sizes: dict[bytes, int]
-    _lru: OrderedDict[bytes, None]
+    _touched: dict[bytes, None]
+    _count: int
+    _seq: int
     _used: int
     _pinned: int
     _inflight: int
     _writing: set[bytes]
     counters: SpaceCounters
+
+    def _lookup(self, cid: bytes) -> tuple[int, int] | None: ...
+    def _write(self, work: Callable[[sqlite3.Connection], object]) -> None: ...
 
     def _initial_budget(self) -> int:
         if self.config.budget_bytes is not None:
@@ -73,11 +89,12 @@ class SpaceMixin:
         waited = False
         with self._cond:
             while True:
-                if cid in self._sizes:
-                    return False
                 if cid in self._writing:
                     self._cond.wait(self.config.poll_interval)
                     continue
+                # Not being written, so a commit of it is over: the row is visible.
+                if self._lookup(cid) is not None:
+                    return False
                 if not self._fits(size):
                     self._evict_for(size)
                 if self._fits(size):
@@ -104,32 +121,90 @@ class SpaceMixin:
         self.counters.backpressure_wait_seconds += self.clock.monotonic() - now
 
     def _evict_for(self, size: int) -> None:
-        victims: list[bytes] = []
-        freed = 0
         over_budget = self._used + self._inflight + size - self.budget
         under_floor = self.config.disk_free_floor - (self._disk_free() - self._inflight - size)
         need = max(over_budget, under_floor)
-        for cid in self._lru:
-            if freed >= need:
+        if need <= 0:
+            return
+        self._flush_touches()
+        victims: list[bytes] = []
+        freed = 0
+        after = -1
+        while freed < need:
+            with self._rlock:
+                page = self._rdb.execute(
+                    "SELECT id, size, seq FROM chunks WHERE durable = 1 AND seq > ?"
+                    " ORDER BY seq LIMIT 256",
+                    (after,),
+                ).fetchall()
+            if not page:
                 break
-            victims.append(cid)
-            freed += self._sizes[cid]
+            for cid, sz, _seq in page:
+                if freed >= need:
+                    break
+                victims.append(bytes(cid))
+                freed += sz
+            after = page[-1][2]
         if victims:
-            self._remove(victims)
-            self.counters.evictions += len(victims)
+            n, freed = self._remove(victims)
+            self.counters.evictions += n
             self.counters.evicted_bytes += freed
 
-    def _remove(self, ids: list[bytes]) -> None:
-        # Row first, then file: a crash in between leaves an orphan file,
-        # which recovery sweeps, never a row pointing at nothing.
-        self._db.execute("BEGIN")
-        self._db.executemany("DELETE FROM chunks WHERE id = ?", [(c,) for c in ids])
-        self._db.execute("COMMIT")
-        for cid in ids:
-            size = self._sizes.pop(cid)
+    def _remove(self, ids: list[bytes]) -> tuple[int, int]:
+        """Delete these chunks' rows (committed), then their files; (chunks, bytes) removed.
+
+        Row first, then file: a crash in between leaves an orphan file,
+        which recovery sweeps, never a row pointing at nothing. Ids without
+        a row are left alone (their file may be a write in flight).
+        """
+        if not ids:
+            return 0, 0
+        gone: list[tuple[bytes, int, int]] = []
+
+        def delete(db: sqlite3.Connection) -> None:
+            for cid in ids:
+                row = db.execute("SELECT size, durable FROM chunks WHERE id = ?", (cid,)).fetchall()
+                if row:
+                    db.execute("DELETE FROM chunks WHERE id = ?", (cid,))
+                    gone.append((cid, row[0][0], row[0][1]))
+
+        with self._wlock:
+            self._write(delete)
+        freed = 0
+        for cid, size, durable in gone:
+            freed += size
             self._used -= size
-            if cid in self._lru:
-                del self._lru[cid]
-            else:
+            self._count -= 1
+            if not durable:
                 self._pinned -= size
             self._files.unlink(cid)
+        return len(gone), freed
+
+    # ---- LRU order (any thread; no lock held) --------------------------------
+
+    def _touch(self, cid: bytes) -> None:
+        with self._tlock:
+            self._touched[cid] = None
+            full = len(self._touched) >= TOUCH_BATCH
+        if full:
+            self._flush_touches()
+
+    def _flush_touches(self) -> None:
+        with self._tlock:
+            ids, self._touched = list(self._touched), {}
+        if not ids:
+            return
+
+        def bump(db: sqlite3.Connection) -> None:
+            rows = []
+            for cid in ids:
+                self._seq += 1
+                rows.append((self._seq, cid))
+            db.executemany("UPDATE chunks SET seq = ? WHERE id = ? AND durable = 1", rows)
+
+        with self._wlock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._write(bump)
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")

@@ -8,23 +8,32 @@ On disk, under `data_dir`::
 
 Write order of one chunk (the invariant the recovery relies on):
 
-1. payload written to tmp/, fsync'd;
-2. renamed into chunks/…, the shard directory fsync'd (and, for a shard not
-   yet known durable, its parents);
-3. group commit (commit.py): the rows of every chunk that reached this point
-   are inserted as *pinned* (not yet durable in the backend) in one
-   transaction, committed;
-4. only then does `put()` return (the chunk is acknowledged).
+1. payload written to tmp/, fsync'd, renamed into chunks/… (in the
+   writer's thread; the writer then goes on with its next chunk);
+2. group commit (commit.py, one thread) for every chunk that reached this
+   point: the distinct shard directories of the batch fsync'd (and, for a
+   shard not yet known durable, its parents), then the rows inserted as
+   *pinned* (not yet durable in the backend) in one transaction, committed;
+3. only then does `put()` return / the `submit()` future resolve (the
+   chunk is acknowledged).
 
-Steps 1-2 run in each writer's own thread, so concurrent writers (`submit()`,
-`put_many()`, or several threads calling `put()`) overlap their fsyncs and
-the file system's journal merges them; step 3 is one sqlite commit per
-batch instead of one per chunk. Hashing and compression also run in the
-writers' threads (BLAKE3 and zstd release the GIL).
+Step 1 runs in the writers' threads (`submit()` / `put_many()` workers, or
+callers of `put()`), so file writes and fsyncs overlap and the file system's
+journal merges them; step 2 is one directory pass and one sqlite commit per
+batch. Hashing and compression also run in the writers' threads (BLAKE3 and
+zstd release the GIL).
+
+What is in the pool is what is committed in `pool.sqlite`: lookups read it
+(a second connection, so a reader never waits for a commit), and nothing
+per chunk is kept in memory (only the chunks being written, and a bounded
+buffer of LRU touches). A row is committed only after its file and its
+directory entry are durable, so a reader that finds a row finds a durable
+file; a chunk being written is invisible until then.
 
 Later the uploader marks it *durable* (row update, committed) once its pack
 and index are in the backend; only durable chunks may be evicted, least
-recently used first. Eviction deletes the row first, then the file.
+recently used first (`seq`: reads move a durable chunk to the end, batched,
+see space.py). Eviction deletes the row first, then the file.
 
 Recovery on open: tmp/ is emptied; a chunk file without a row is a write that
 never got acknowledged and is swept; a durable row without a file is dropped
@@ -44,7 +53,6 @@ import errno
 import os
 import sqlite3
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -115,11 +123,12 @@ class PutResult:
 
 @dataclass(frozen=True, slots=True)
 class _Staged:
-    """A durable chunk file under its final name whose row is not committed yet."""
+    """A chunk file fsync'd under its final name; its directories and row are not yet."""
 
     cid: bytes
     size: int
     durable: bool
+    dirs: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +150,16 @@ def _statvfs_free(path: Path) -> Callable[[], int]:
 
 
 class LocalStore(SpaceMixin):
-    """The warm cache. Thread-safe; one instance per data_dir."""
+    """The warm cache. Thread-safe; one instance per data_dir.
+
+    Locks, always taken in this order and never the other way: `_cond`
+    (byte counters, chunks being written; held briefly, except by eviction
+    and discards, which commit their deletes under it), then `_wlock` (the
+    writing sqlite connection). `_rlock` guards the reading connection and
+    `_tlock` the touch buffer; neither is held while taking another.
+    Commits of new chunks take `_wlock` alone and `_cond` afterwards, so
+    readers and `stats()` never wait for a commit's fsync.
+    """
 
     def __init__(
         self,
@@ -157,11 +175,13 @@ class LocalStore(SpaceMixin):
         self._files = ChunkFiles(self.root, fsync=config.fsync)
         self._disk_free = disk_free or _statvfs_free(self.root)
         self._cond = threading.Condition()
+        self._wlock = threading.Lock()
+        self._rlock = threading.Lock()
+        self._tlock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
         self.guard = RefGuard()  # what a running GC must not sweep (see gc.py)
-        self._db = sqlite3.connect(
-            self.root / "pool.sqlite", check_same_thread=False, isolation_level=None
-        )
+        db_path = self.root / "pool.sqlite"
+        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -169,24 +189,22 @@ class LocalStore(SpaceMixin):
             "INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (_SCHEMA_VERSION,)
         )
         self.recovery = recover(self._files, self._db)
-        self._sizes: dict[bytes, int] = {}
-        self._lru: OrderedDict[bytes, None] = OrderedDict()  # durable chunks only
-        self._used = 0
-        self._pinned = 0
-        self._inflight = 0  # reserved for writes not yet on disk
+        # Lookups: a second connection sees what is committed, never waits for a commit.
+        self._rdb = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+        self._rdb.execute("PRAGMA query_only=1")
+        count, used, pinned, seq = self._db.execute(
+            "SELECT count(*), coalesce(sum(size), 0),"
+            " coalesce(sum(CASE WHEN durable = 0 THEN size ELSE 0 END), 0),"
+            " coalesce(max(seq), 0) FROM chunks"
+        ).fetchone()
+        self._count: int = count
+        self._used: int = used
+        self._pinned: int = pinned
+        self._seq: int = seq  # guarded by _wlock
+        self._inflight = 0  # reserved for writes not yet committed
         self._writing: set[bytes] = set()  # ids being written right now
-        self._seq = 0
+        self._touched: dict[bytes, None] = {}  # reads of durable chunks not yet in `seq`
         self.counters = SpaceCounters()
-        for cid, size, durable, seq in self._db.execute(
-            "SELECT id, size, durable, seq FROM chunks ORDER BY seq"
-        ):
-            self._sizes[cid] = size
-            self._used += size
-            self._seq = max(self._seq, seq)
-            if durable:
-                self._lru[cid] = None
-            else:
-                self._pinned += size
         self.budget = self._initial_budget()
         self._committer: GroupCommit[_Staged] = GroupCommit(self._commit_staged)
         self._submitter = Submitter(config.put_workers, config.submit_window)
@@ -201,28 +219,50 @@ class LocalStore(SpaceMixin):
         is full, up to `max_wait`, then raises BackpressureTimeout. Safe to
         call from many threads: concurrent puts share one commit (see above).
         """
+        r = self._put_begin(data, skip_if=skip_if)
+        return r.result() if isinstance(r, Future) else r
+
+    def _put_begin(
+        self, data: Data, *, skip_if: SkipIf | None = None
+    ) -> PutResult | Future[PutResult]:
+        """`put()` up to the group commit: a result, or a future resolved by the commit."""
         if type(data) is not bytes:
             # Hash and compress one immutable copy: a caller changing its
             # buffer meanwhile must not leave a payload that decodes to
             # something other than what the id hashes (the file is SEALED).
             data = bytes(data)
         cid = chunk_id(data)
+        n = len(data)
         self.guard.note((cid,))  # before the dedup check: see gc.py
-        with self._cond:
-            if cid in self._sizes:
+        found = self._lookup(cid)
+        if found is not None:
+            if found[1]:
                 self._touch(cid)
-                self.counters.logical_bytes += len(data)
-                self.counters.dedup_hits += 1
-                return PutResult(cid, len(data), 0, False)
+            self._count_put(n, new=False)
+            return PutResult(cid, n, 0, False)
         if skip_if is not None and skip_if(cid):
-            self._count_put(len(data), new=False)
-            return PutResult(cid, len(data), 0, False)
+            self._count_put(n, new=False)
+            return PutResult(cid, n, 0, False)
         codec, payload = self.compressor.compress(data)
-        enc = Encoded(codec, len(data), payload)
         # SEALED: this payload was produced here from the plaintext just hashed to cid.
-        stored = self._store(cid, enc, durable=False, sealed=True, max_wait=None)
-        self._count_put(len(data), new=stored > 0)
-        return PutResult(cid, len(data), stored, stored > 0)
+        staged = self._stage(
+            cid, Encoded(codec, n, payload), durable=False, sealed=True, max_wait=None
+        )
+        if staged is None:  # another writer stored it meanwhile
+            self._count_put(n, new=False)
+            return PutResult(cid, n, 0, False)
+        out: Future[PutResult] = Future()
+
+        def committed(f: Future[None]) -> None:
+            e = f.exception()
+            if e is not None:
+                out.set_exception(e)
+                return
+            self._count_put(n, new=True)
+            out.set_result(PutResult(cid, n, staged.size, True))
+
+        self._enqueue(staged).add_done_callback(committed)
+        return out
 
     def _count_put(self, plain_len: int, *, new: bool) -> None:
         # Counted once the put succeeded, so logical = unique + deduplicated plaintext.
@@ -240,7 +280,7 @@ class LocalStore(SpaceMixin):
         Results come back per chunk, in any order: a caller that needs stream
         order keeps its futures in a queue (as the tape stream does).
         """
-        return self._submitter.submit(self.put, data, skip_if)
+        return self._submitter.submit(self._put_begin, data, skip_if)
 
     def put_many(self, chunks: Iterable[Data], *, skip_if: SkipIf | None = None) -> list[PutResult]:
         """Store many chunks in parallel; results in input order, all durable.
@@ -266,11 +306,31 @@ class LocalStore(SpaceMixin):
         written, 0 when the chunk was already present. The file is not
         SEALED (chunkfile.py): `read_checked` decodes and re-hashes it.
         """
-        return self._store(cid, enc, durable=durable, sealed=False, max_wait=max_wait)
+        staged = self._stage(cid, enc, durable=durable, sealed=False, max_wait=max_wait)
+        if staged is None:
+            return 0
+        self._enqueue(staged).result()
+        return staged.size
 
-    def _store(
+    def _enqueue(self, staged: _Staged) -> Future[None]:
+        """Queue a staged chunk for the group commit; a failed commit leaves no trace."""
+
+        def failed(f: Future[None]) -> None:
+            # Runs before any later callback, so a writer told of the failure
+            # finds it cleaned up. Not acknowledged: without its row the file
+            # is an orphan; remove it now.
+            if f.exception() is not None:
+                self._files.unlink(staged.cid)
+                self._release([(staged.cid, staged.size)])
+
+        fut = self._committer.enqueue(staged)
+        fut.add_done_callback(failed)
+        return fut
+
+    def _stage(
         self, cid: bytes, enc: Encoded, *, durable: bool, sealed: bool, max_wait: float | None
-    ) -> int:
+    ) -> _Staged | None:
+        """Reserve room and write the chunk file; None if the chunk is already there."""
         size = chunkfile.file_size(enc)
         parts = (chunkfile.header(enc, sealed=sealed), enc.payload)
         wait = self.config.max_wait if max_wait is None else max_wait
@@ -278,54 +338,41 @@ class LocalStore(SpaceMixin):
         deadline = (started, started + wait)
         while True:
             if not self._reserve(cid, size, deadline):
-                return 0
+                return None
             try:
                 dirs = self._files.stage(cid, parts)
-                break
             except BaseException as e:
-                self._release(cid, size)
+                self._release([(cid, size)])
                 if not isinstance(e, OSError) or e.errno != errno.ENOSPC:
                     raise
                 # The file system filled behind our back (another process):
                 # treat it like a full budget and wait for room, never ENOSPC.
                 self._wait_a_little(deadline, size)
-        try:
-            # fsync the directories in this writer's thread, so the fsyncs of
-            # concurrent writers overlap (the journal merges them) instead of
-            # queueing behind one leader; then the shared commit.
-            self._files.sync_dirs(dirs)
-            self._committer.commit(_Staged(cid, size, durable))
-        except BaseException:
-            # Not acknowledged: its row is not there, so the file is an orphan.
-            self._files.unlink(cid)
-            self._release(cid, size)
-            raise
-        return size
+                continue
+            return _Staged(cid, size, durable, dirs)
 
     def _commit_staged(self, batch: list[_Staged]) -> None:
-        """Group-commit leader: the batch's rows in one transaction, then in-memory state."""
-        with self._cond:
+        """Group commit (its own thread): directories, then the rows, then memory.
+
+        Only `_wlock` is held for the sqlite COMMIT: lookups use the other
+        connection and see the rows once committed, which is after every
+        file and directory of the batch is durable.
+        """
+        self._files.sync_dirs(frozenset().union(*(st.dirs for st in batch)))
+        with self._wlock:
             rows = []
             for st in batch:
                 self._seq += 1
                 rows.append((st.cid, st.size, int(st.durable), self._seq))
-            try:
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT INTO chunks VALUES(?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            pinned = False
+            self._write(lambda db: db.executemany("INSERT INTO chunks VALUES(?, ?, ?, ?)", rows))
+        pinned = False
+        with self._cond:
             for st in batch:
                 self._inflight -= st.size
                 self._writing.discard(st.cid)
-                self._sizes[st.cid] = st.size
                 self._used += st.size
-                if st.durable:
-                    self._lru[st.cid] = None
-                else:
+                self._count += 1
+                if not st.durable:
                     self._pinned += st.size
                     pinned = True
             self._cond.notify_all()
@@ -333,10 +380,11 @@ class LocalStore(SpaceMixin):
         for notify in listeners:
             notify()
 
-    def _release(self, cid: bytes, size: int) -> None:
+    def _release(self, items: list[tuple[bytes, int]]) -> None:
         with self._cond:
-            self._inflight -= size
-            self._writing.discard(cid)
+            for cid, size in items:
+                self._inflight -= size
+                self._writing.discard(cid)
             self._cond.notify_all()
 
     def get(self, cid: bytes) -> bytes:
@@ -349,15 +397,18 @@ class LocalStore(SpaceMixin):
 
     def read_encoded(self, cid: bytes) -> Encoded:
         """The stored encoding (structurally checked, not hash-verified)."""
-        with self._cond:
-            if cid not in self._sizes:
-                raise ChunkMissing(cid)
+        return chunkfile.decode(cid, self._read(cid))
+
+    def _read(self, cid: bytes) -> bytes:
+        found = self._lookup(cid)
+        if found is None:
+            raise ChunkMissing(cid)
+        if found[1]:
             self._touch(cid)
         try:
-            raw = self._files.read(cid)
+            return self._files.read(cid)
         except FileNotFoundError:
             raise ChunkMissing(cid) from None  # evicted between lookup and read
-        return chunkfile.decode(cid, raw)
 
     def read_checked(self, cid: bytes) -> Encoded:
         """The stored encoding, verified to be the payload of the id's plaintext.
@@ -368,14 +419,7 @@ class LocalStore(SpaceMixin):
         unsealed) is decoded and its plaintext re-hashed. ChunkCorrupt if
         either check fails, ChunkMissing if it is gone.
         """
-        with self._cond:
-            if cid not in self._sizes:
-                raise ChunkMissing(cid)
-        try:
-            raw = self._files.read(cid)
-        except FileNotFoundError:
-            raise ChunkMissing(cid) from None
-        parsed = chunkfile.parse(cid, raw)
+        parsed = chunkfile.parse(cid, self._read(cid))
         enc = parsed.enc
         if parsed.seal is not None and not parsed.seal_ok():
             raise ChunkCorrupt(cid, "chunk file seal (BLAKE3 of the payload) does not match")
@@ -386,17 +430,16 @@ class LocalStore(SpaceMixin):
         return enc
 
     def contains(self, cid: bytes) -> bool:
-        with self._cond:
-            return cid in self._sizes
+        return self._lookup(cid) is not None
 
     def is_durable(self, cid: bytes) -> bool:
-        with self._cond:
-            return cid in self._lru
+        found = self._lookup(cid)
+        return found is not None and bool(found[1])
 
     def pending(self, limit: int | None = None) -> list[tuple[bytes, int]]:
         """Pinned chunks (id, file size), oldest first."""
-        with self._cond:
-            rows = self._db.execute(
+        with self._rlock:
+            rows = self._rdb.execute(
                 "SELECT id, size FROM chunks WHERE durable = 0 ORDER BY seq LIMIT ?",
                 (-1 if limit is None else limit,),
             ).fetchall()
@@ -404,45 +447,50 @@ class LocalStore(SpaceMixin):
 
     def mark_durable(self, ids: Iterable[bytes]) -> None:
         """The backend now holds these chunks: unpin them (one transaction)."""
-        with self._cond:
-            todo = [c for c in ids if c in self._sizes and c not in self._lru]
-            if not todo:
-                return
-            self._db.execute("BEGIN")
+        todo = list(dict.fromkeys(ids))
+        if not todo:
+            return
+        unpinned = 0
+
+        def unpin(db: sqlite3.Connection) -> None:
+            nonlocal unpinned
             for cid in todo:
-                self._seq += 1
-                self._db.execute(
-                    "UPDATE chunks SET durable = 1, seq = ? WHERE id = ?", (self._seq, cid)
-                )
-            self._db.execute("COMMIT")
-            for cid in todo:
-                self._lru[cid] = None
-                self._pinned -= self._sizes[cid]
-            self._cond.notify_all()
+                row = db.execute(
+                    "SELECT size FROM chunks WHERE id = ? AND durable = 0", (cid,)
+                ).fetchall()
+                if row:
+                    self._seq += 1
+                    db.execute(
+                        "UPDATE chunks SET durable = 1, seq = ? WHERE id = ?", (self._seq, cid)
+                    )
+                    unpinned += row[0][0]
+
+        with self._wlock:
+            self._write(unpin)
+        if unpinned:
+            with self._cond:
+                self._pinned -= unpinned
+                self._cond.notify_all()
 
     def discard(self, cid: bytes) -> None:
         """Drop a local copy (e.g. a corrupt durable chunk about to be re-fetched)."""
-        with self._cond:
-            if cid in self._sizes:
-                self._remove([cid])
-                self._cond.notify_all()
+        self.discard_many([cid])
 
     def discard_many(self, ids: Iterable[bytes]) -> tuple[int, int]:
         """GC: drop these chunks (one transaction); returns (chunks, bytes) freed."""
         with self._cond:
-            todo = [c for c in dict.fromkeys(ids) if c in self._sizes and c not in self._writing]
-            freed = sum(self._sizes[c] for c in todo)
-            if todo:
-                self._remove(todo)
+            todo = [c for c in dict.fromkeys(ids) if c not in self._writing]
+            n, freed = self._remove(todo)
+            if n:
                 self._cond.notify_all()
-        return len(todo), freed
+        return n, freed
 
     def scan(self, batch: int) -> Iterable[list[tuple[bytes, int, int]]]:
         """Every chunk as (id, file size, seq), a page of `batch` rows at a time."""
         after = b""
         while True:
-            with self._cond:
-                rows = self._db.execute(
+            with self._rlock:
+                rows = self._rdb.execute(
                     "SELECT id, size, seq FROM chunks WHERE id > ? ORDER BY id LIMIT ?",
                     (after, batch),
                 ).fetchall()
@@ -453,8 +501,8 @@ class LocalStore(SpaceMixin):
 
     @property
     def seq(self) -> int:
-        """The write-order counter: rows with a larger seq were written or unpinned later."""
-        with self._cond:
+        """The write-order counter: rows with a larger seq were written, unpinned or read later."""
+        with self._wlock:
             return self._seq
 
     def add_listener(self, notify: Callable[[], None]) -> None:
@@ -465,17 +513,37 @@ class LocalStore(SpaceMixin):
     def stats(self) -> PoolStats:
         with self._cond:
             counters = replace(self.counters)  # a copy: the caller reads it unlocked
-            return PoolStats(len(self._sizes), self._used, self.budget, self._pinned, counters)
+            return PoolStats(self._count, self._used, self.budget, self._pinned, counters)
 
     def commit_stats(self) -> tuple[int, int]:
         """(group commits run, chunks they committed) since open."""
         return self._committer.batches, self._committer.items
 
     def close(self) -> None:
-        self._submitter.close()  # lets submitted puts finish first
-        with self._cond:
+        self._submitter.close()  # lets submitted puts finish staging first ...
+        self._committer.close()  # ... and their commits
+        self._files.close()
+        self._flush_touches()
+        with self._wlock, self._rlock:
+            self._rdb.close()
             self._db.close()
 
-    def _touch(self, cid: bytes) -> None:
-        if cid in self._lru:
-            self._lru.move_to_end(cid)
+    def _lookup(self, cid: bytes) -> tuple[int, int] | None:
+        """(file size, durable) of a committed chunk, or None."""
+        with self._rlock:
+            # fetchall: a half-read cursor would keep a read transaction open.
+            rows = self._rdb.execute(
+                "SELECT size, durable FROM chunks WHERE id = ?", (cid,)
+            ).fetchall()
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def _write(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        """One write transaction on the writing connection; the caller holds `_wlock`."""
+        self._db.execute("BEGIN")
+        try:
+            work(self._db)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise

@@ -7,7 +7,10 @@ chunk while earlier ones are hashed, compressed, written and group-committed
 stored: memory stays bounded whatever the dataset, and a producer faster
 than the disk simply waits here — the same contract as backpressure, nothing
 is dropped and nothing is acknowledged early (a future resolves only after
-its chunk's row is committed).
+its chunk's row is committed). A worker hands a staged chunk to the group
+commit and takes the next one without waiting for it; the chunk's bytes stay
+counted in the window until its commit, which bounds the staged-but-not-yet-
+committed chunks too.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ if TYPE_CHECKING:
 
 Data = bytes | bytearray | memoryview
 SkipIf = Callable[[bytes], bool]
+
+
+def _chain(src: Future[PutResult], dst: Future[PutResult]) -> None:
+    e = src.exception()
+    if e is not None:
+        dst.set_exception(e)
+    else:
+        dst.set_result(src.result())
 
 
 def default_put_workers() -> int:
@@ -44,8 +55,17 @@ class Submitter:
         self._closed = False
 
     def submit(
-        self, put: Callable[..., PutResult], data: Data, skip_if: SkipIf | None
+        self,
+        begin: Callable[..., PutResult | Future[PutResult]],
+        data: Data,
+        skip_if: SkipIf | None,
     ) -> Future[PutResult]:
+        """Run `begin(data, skip_if=...)` on a worker; the future resolves with its result.
+
+        `begin` may return a future of its own (a chunk staged and queued for
+        the group commit): the worker then goes on with the next chunk, and
+        the returned future, and the window, follow that one.
+        """
         n = len(data)
         with self._cond:
             if self._closed:
@@ -57,13 +77,26 @@ class Submitter:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="thur-put")
             executor = self._executor
+        out: Future[PutResult] = Future()
+        out.add_done_callback(lambda _f: self._done(n))
+
+        def run() -> None:
+            try:
+                r = begin(data, skip_if=skip_if)
+            except BaseException as e:
+                out.set_exception(e)
+                return
+            if isinstance(r, Future):
+                r.add_done_callback(lambda f: _chain(f, out))
+            else:
+                out.set_result(r)
+
         try:
-            fut = executor.submit(put, data, skip_if=skip_if)
+            executor.submit(run)
         except BaseException:
             self._done(n)
             raise
-        fut.add_done_callback(lambda _f: self._done(n))
-        return fut
+        return out
 
     def _done(self, n: int, *_: Any) -> None:
         with self._cond:
@@ -76,7 +109,7 @@ class Submitter:
             return self._inflight
 
     def close(self) -> None:
-        """Finish what was submitted, then stop the workers."""
+        """Finish what was submitted (up to staging), then stop the workers."""
         with self._cond:
             self._closed = True
             executor, self._executor = self._executor, None
