@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--force", action="store_true",
                         help="even while initiators are logged in (their I/O to it fails)")
     audit_cli.add_parser(sub, json_flag, PRODUCT)
+    shell = sub.add_parser("shell", help="interactive shell (targetcli-style, TAB completes); "
+                                         "with a command line, runs only that")
+    shell.add_argument("line", nargs=argparse.REMAINDER, metavar="COMMAND",
+                       help="e.g. `ls /`; without it, commands are read from the terminal "
+                            "(or, one per line, from a pipe)")
     return parser
 
 
@@ -191,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.noun == "system":
         return audit_cli.run(args, PRODUCT)
+    if args.noun == "shell":
+        from thur.shell.vsa import main as shell_main  # configshell loads readline: only here
+
+        return shell_main(args.socket, args.line)
     try:
         result, text = run(args)
     except AdminError as exc:
