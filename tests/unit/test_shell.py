@@ -230,6 +230,17 @@ def test_files_stay_in_the_state_directory(lib: Vtl, tmp_path: Path,
         "history.txt", "prefs.bin"]
 
 
+def test_unreadable_preferences_are_set_aside(lib: Vtl, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "prefs.bin").write_bytes(b"\x80\x02}q")  # torn pickle
+    sh = Session(vtl.tree, lib.sock, "thurvtl", state)
+    assert "moved to" in capsys.readouterr().err
+    assert (state / "prefs.bin.unreadable").read_bytes() == b"\x80\x02}q"
+    assert "o- cartridges" in sh.ok("ls /")
+
+
 # ---- `thurvtl shell` as a command ----------------------------------------------------------
 
 

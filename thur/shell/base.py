@@ -12,7 +12,9 @@ and the shell carries on; in one-shot and script mode it makes the exit status 1
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -242,12 +244,28 @@ def _fresh_configshell_state() -> None:
     prefs.autosave = False
 
 
+def _set_aside_unreadable(prefs: Path) -> None:
+    """A torn prefs.bin (disk full, killed mid-save) would stop configshell with a
+    traceback: move it aside, say so, and start with default preferences."""
+    try:
+        if prefs.exists():
+            pickle.loads(prefs.read_bytes())  # noqa: S301 - the operator's own file
+    except Exception as exc:
+        aside = prefs.with_name(prefs.name + ".unreadable")
+        with contextlib.suppress(OSError):
+            prefs.replace(aside)
+        print(f"shell preferences {prefs} unreadable ({exc!r}); moved to {aside}, "
+              "starting with the defaults", file=sys.stderr)
+
+
 class ThurShell(ConfigShell):  # type: ignore[misc]
     """configshell's shell, with one-line error reporting and a fresh tree per line."""
 
     def __init__(self, prefs_dir: Path | None, stdout: TextIO | None = None,
                  stderr: TextIO | None = None) -> None:
         _fresh_configshell_state()
+        if prefs_dir is not None:
+            _set_aside_unreadable(prefs_dir / "prefs.bin")
         first_run = prefs_dir is not None and not (prefs_dir / "prefs.bin").exists()
         super().__init__(str(prefs_dir) if prefs_dir is not None else None)
         # Console binds sys.stdout when configshell is imported; use today's streams.
