@@ -39,6 +39,8 @@ class Tmux:
                               capture_output=True, text=True, check=True).stdout
 
     def wait(self, text: str) -> str:
+        """Wait until the screen shows `text` (capture-pane drops trailing spaces, so a
+        prompt is waited for without its own)."""
         def shown() -> str | None:
             screen = self.screen()
             return screen if text in screen else None
@@ -59,11 +61,11 @@ def test_thurvtl_shell_creates_a_cartridge(vtl: Callable[..., kit.Daemon],
     term = Tmux("thurvtl", f"{sys.executable} -m thur.vtl.cli --socket {daemon.socket} shell",
                 tmp_path / "state")
     try:
-        term.wait("thurvtl /> ")
+        term.wait("thurvtl />")
         term.keys("cd /cart", "Tab")
         term.wait("thurvtl /> cd /cartridges")
         term.keys("Enter")
-        term.wait("thurvtl /cartridges> ")
+        term.wait("thurvtl /cartridges>")
         term.keys("create E2E001L8 slot=3", "Enter")
         term.wait("created E2E001L8 in slot 3")
         term.keys("ls /slots", "Enter")
@@ -105,13 +107,13 @@ def test_thurvsa_shell_creates_a_volume(vsa: VsaDaemon, tmp_path: Path) -> None:
     term = Tmux("thurvsa", f"{sys.executable} -m thur.vsa.cli --socket {vsa.socket} shell",
                 tmp_path / "state")
     try:
-        term.wait("thurvsa /> ")
+        term.wait("thurvsa />")
         term.keys("cd /vol", "Tab", "Enter")
-        term.wait("thurvsa /volumes> ")
+        term.wait("thurvsa /volumes>")
         term.keys("create vol1 size=1G", "Enter")
         term.wait("created vol1: 1.00 GiB, LUN 0")
         term.keys("cd vol1", "Enter")
-        term.wait("thurvsa /volumes/vol1> ")
+        term.wait("thurvsa /volumes/vol1>")
         term.keys("set attribute size=2G", "Enter")
         term.wait("Parameter size is now '2.00 GiB (2147483648 bytes)'.")
         term.keys("exit", "Enter")
