@@ -333,7 +333,8 @@ def test_thurvtl_completion_knows_every_verb(capsys: pytest.CaptureFixture[str])
     assert cli.main(["completion", "bash"]) == 0
     bash = capsys.readouterr().out
     assert complete(bash, "thurvtl", "") == sorted(
-        ["ping", "library", "cartridge", "changer", "drive", "iscsi", "system", "completion"])
+        ["ping", "library", "cartridge", "changer", "drive", "iscsi", "system", "completion",
+         "shell"])
     assert complete(bash, "thurvtl", "cartridge", "") == ["create", "delete", "info", "list"]
     assert complete(bash, "thurvtl", "changer", "") == ["inventory", "load", "move", "unload"]
     assert complete(bash, "thurvtl", "cartridge", "create", "X", "--") == [

@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="even while initiators are logged in (their I/O to it fails)")
     system_cli.add_parser(sub, json_flag, PRODUCT)
     completion.add_parser(sub)
+    shell = sub.add_parser("shell", help="interactive shell (targetcli-style, TAB completes); "
+                                         "with a command line, runs only that")
+    shell.add_argument("line", nargs=argparse.REMAINDER, metavar="COMMAND",
+                       help="e.g. `ls /`; without it, commands are read from the terminal "
+                            "(or, one per line, from a pipe)")
     return parser
 
 
@@ -152,6 +157,10 @@ def run(args: argparse.Namespace) -> Outcome:
     sock = args.socket
     if args.noun == "ping":
         return call(sock, "ping"), "thurvsad is running"
+    if args.noun == "shell":
+        from thur.shell.vsa import main as shell_main  # configshell loads readline: only here
+
+        return int(shell_main(sock, args.line))
     if args.noun == "completion":
         print(completion.script(args.shell, "thurvsa", build_parser()), end="")
         return 0
