@@ -6,7 +6,8 @@
 #   1. a venv in /opt/thur with Thur pip-installed from this checkout
 #      (console scripts /opt/thur/bin/thurvtld, thurvtl, thurvsad, thurvsa)
 #   2. the units thurvtld.service and thurvsad.service, the users and groups
-#      (sysusers.d) and LIO's shared db_root (tmpfiles.d), in /usr/local/lib
+#      (sysusers.d), LIO's shared db_root and the state directories (tmpfiles.d),
+#      in /usr/local/lib
 #   3. the default configs /etc/thurvtl/thurvtl.yaml and /etc/thurvsa/thurvsa.yaml,
 #      only where none exists (an existing config is never overwritten)
 #   4. systemd-sysusers, systemd-tmpfiles --create, systemctl daemon-reload
