@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh Debian/Ubuntu machine:
 #   make demo   the test VM with a running library and a real backup against it
 #   make test   unit tests on the host, then the e2e tests in the VM
+#   make install  Thur as systemd services on this machine (packaging/install.sh)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,8 +9,9 @@ VENV := .venv
 HOST_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs gcc linux-libc-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 E2E_TIMEOUT ?= 3000
+E2E_SYSTEMD_TIMEOUT ?= 1200
 
-.PHONY: test unit integration e2e demo vm host-deps venv lint clean
+.PHONY: test unit integration e2e e2e-kernel e2e-systemd demo vm host-deps venv lint clean install
 
 test: unit integration e2e
 
@@ -33,6 +35,9 @@ $(VENV)/.installed: pyproject.toml
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	@# The units are also verified installed, in the VM (tests/e2e_systemd).
+	@if command -v systemd-analyze >/dev/null; then packaging/verify-units.sh; \
+	else echo "systemd-analyze not found: the units are verified in the VM only"; fi
 
 unit: venv lint
 	$(VENV)/bin/pytest -q tests/unit
@@ -45,9 +50,21 @@ integration: venv host-deps
 vm: host-deps
 	vagrant/vm build
 
-e2e: host-deps
+# Two boots: the kernel-path tests under the VM's bare init, then the units
+# under systemd as PID 1 (installed, enabled, started, stopped with systemctl).
+e2e: e2e-kernel e2e-systemd
+
+e2e-kernel: host-deps
 	vagrant/vm run --timeout $(E2E_TIMEOUT) -- \
 		python -m pytest -v -p no:cacheprovider tests/e2e
+
+e2e-systemd: host-deps
+	vagrant/vm run --systemd --timeout $(E2E_SYSTEMD_TIMEOUT) -- \
+		python -m pytest -v -p no:cacheprovider tests/e2e_systemd
+
+# The venv /opt/thur, the systemd units, users and groups, default configs in /etc.
+install:
+	$(SUDO) packaging/install.sh
 
 demo: host-deps
 	vagrant/vm demo

@@ -59,4 +59,6 @@ def test_rss_of_a_1tib_thin_volume_is_bounded(tmp_path: Path) -> None:
     assert growth < 24 << 20, got  # 256 MiB written; the cache budget is 8 MiB
     assert got["cache"] <= 8 << 20
     assert got["runs"] == 2 * 5120, got  # a mapped run per written page, a gap after each
-    assert got["table"] <= 5120 * 4096, got  # sparse: one file block per entry at most
+    # Sparse: one file block per entry at most, plus the file system's own extent-tree
+    # blocks, which st_blocks counts too (ext4 adds ~10 here; dense would be 1 GiB).
+    assert got["table"] <= 5120 * 4096 + (256 << 10), got

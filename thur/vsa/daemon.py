@@ -187,14 +187,17 @@ class Daemon:
             return None
 
     def serve(self) -> None:
-        systemd.notify("READY=1")
+        served = []
         if self.config.iscsi_enabled:
-            log.info("serving iSCSI %s on %s", self.config.iscsi.target_iqn,
-                     ", ".join(str(p) for p in self.config.iscsi.listen))
+            served.append(f"iSCSI {self.config.iscsi.target_iqn} on "
+                          + ", ".join(str(p) for p in self.config.iscsi.listen))
         if self.config.nvme_enabled:
-            log.info("serving NVMe/TCP %s on %s", self.config.nvme.subsystem_nqn,
-                     ", ".join(str(p) for p in self.config.nvme.listen))
-        log.info("%d volumes", len(self.exports))
+            served.append(f"NVMe/TCP {self.config.nvme.subsystem_nqn} on "
+                          + ", ".join(str(p) for p in self.config.nvme.listen))
+        status = f"serving {'; '.join(served)}: {len(self.exports)} volumes"
+        # STATUS= is what `systemctl status` shows next to the unit's state.
+        systemd.notify(f"READY=1\nSTATUS={status}")
+        log.info("%s", status)
         while not self._stop.wait(1.0):
             with self.lock:
                 devices = list(self.devices.items())
@@ -208,7 +211,8 @@ class Daemon:
         self._stop.set()
 
     def shutdown(self) -> None:
-        systemd.notify("STOPPING=1")
+        how = "detaching, kernel objects stay" if self._detach_only else "removing kernel objects"
+        systemd.notify(f"STOPPING=1\nSTATUS=stopping: {how}")
         self.obs.close()
         if self.admin is not None:
             self.admin.close()

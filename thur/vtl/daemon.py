@@ -146,7 +146,9 @@ class Daemon:
             return None
 
     def serve(self) -> None:
-        systemd.notify("READY=1")
+        portals = ", ".join(str(p) for p in self.config.iscsi.listen)
+        # STATUS= is what `systemctl status` shows next to the unit's state.
+        systemd.notify(f"READY=1\nSTATUS=serving {self.config.iscsi.target_iqn} on {portals}")
         log.info(
             "serving %s on %s: 1 changer, %d drives",
             self.config.iscsi.target_iqn,
@@ -164,7 +166,8 @@ class Daemon:
         self._stop.set()
 
     def shutdown(self) -> None:
-        systemd.notify("STOPPING=1")
+        how = "detaching, kernel objects stay" if self._detach_only else "removing kernel objects"
+        systemd.notify(f"STOPPING=1\nSTATUS=stopping: {how}")
         self.obs.close()
         if self.admin is not None:
             self.admin.close()
