@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -53,7 +53,9 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float) -> Any:
 
 @dataclass
 class Daemon:
-    """One thurvtld process started by a test."""
+    """One thurvtld process started by a test (VsaDaemon: thurvsad)."""
+
+    product: ClassVar[str] = "vtl"  # thur.<product>.daemon and thur.<product>.cli
 
     config_path: Path
     config: dict[str, Any]
@@ -67,13 +69,14 @@ class Daemon:
     def start(self) -> Daemon:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "thur.vtl.daemon", "--config", str(self.config_path)],
+            [sys.executable, "-m", f"thur.{self.product}.daemon", "--config",
+             str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
-        wait_for("thurvtld to serve", self._ready, START_TIMEOUT)
+        wait_for(f"thur{self.product}d to serve", self._ready, START_TIMEOUT)
         return self
 
     def _ready(self) -> bool:
@@ -83,7 +86,8 @@ class Daemon:
         return self.cli("ping", check=False).returncode == 0
 
     def cli(self, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return sh(f"{sys.executable} -m thur.vtl.cli --socket {self.socket} {args}", check=check)
+        return sh(f"{sys.executable} -m thur.{self.product}.cli --socket {self.socket} {args}",
+                  check=check)
 
     def signal(self, sig: int, timeout: float = 120) -> int:
         assert self.proc is not None
@@ -228,21 +232,7 @@ def stop_and_teardown(daemon: Daemon) -> None:
 class VsaDaemon(Daemon):
     """Daemon for thurvsad (same lifecycle, its own module and CLI)."""
 
-    def start(self) -> VsaDaemon:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "thur.vsa.daemon", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        wait_for("thurvsad to serve", self._ready, START_TIMEOUT)
-        return self
-
-    def cli(self, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return sh(f"{sys.executable} -m thur.vsa.cli --socket {self.socket} {args}",
-                  check=check, timeout=300)
+    product: ClassVar[str] = "vsa"
 
     def teardown(self) -> subprocess.CompletedProcess[str]:
         """`thurvsad --teardown` on this daemon's config."""

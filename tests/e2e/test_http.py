@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from tests.e2e import kit
-from tests.e2e.test_vsa_iscsi import VsaDaemon
+from tests.e2e.kit import VsaDaemon
 
 IQN = "iqn.2026-11.io.thur:e2e"
 VSA_IQN = "iqn.2026-11.io.thur:vsahttp"

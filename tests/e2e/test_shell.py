@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.e2e import kit
-from tests.e2e.test_vsa_iscsi import VsaDaemon
+from tests.e2e.kit import VsaDaemon
 
 SCREEN_TIMEOUT = 120.0  # TCG: a ceiling, not an expectation
 

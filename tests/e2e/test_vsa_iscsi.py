@@ -27,24 +27,7 @@ BLOCK = 4096
 TREE = "/mnt/src/thur"  # a few hundred files of source: a real tree, quick under TCG
 
 
-class VsaDaemon(kit.Daemon):
-    """kit.Daemon for thurvsad."""
-
-    def start(self) -> VsaDaemon:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "thur.vsa.daemon", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        kit.wait_for("thurvsad to serve", self._ready, kit.START_TIMEOUT)
-        return self
-
-    def cli(self, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return kit.sh(f"{sys.executable} -m thur.vsa.cli --socket {self.socket} {args}",
-                      check=check, timeout=300)
+VsaDaemon = kit.VsaDaemon
 
 
 @pytest.fixture(scope="module")
