@@ -113,7 +113,8 @@ def test_both_daemons_side_by_side() -> None:
                                ("thurvsad.service", "thurvsa", VSA_IQN)):
         assert systemctl(f"is-enabled {unit}") == "enabled"
         assert systemctl(f"is-active {unit}") == "active"
-        assert f"serving {iqn} on 0.0.0.0:3260" in systemctl(f"status {unit}")
+        # thurvsad names the transport too ("serving iSCSI <iqn> on ...").
+        assert f"{iqn} on 0.0.0.0:3260" in systemctl(f"status {unit}")
         gid = grp.getgrnam(product).gr_gid
         status = Path(f"/proc/{prop(unit, 'MainPID')}/status").read_text()
         fields = dict(line.split(":", 1) for line in status.splitlines())
