@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from thur.config_schema import VTL_SCHEMA, Section
 from thur.configkit import ConfigError, _mapping, _reject_unknown
 from thur.storage_config import BackendConfig, PoolSettings, parse_backend, parse_pool
 
@@ -166,17 +167,18 @@ def _iqn(value: object, key: str) -> str:
     return value
 
 
-def _library(raw: object) -> LibraryConfig:
+def _library(raw: object, schema: Section) -> LibraryConfig:
     section = _mapping(raw, "library")
     p = "library."
-    _reject_unknown(section, p, {"num_slots", "num_mail_slots", "num_drives", "lto_generation"})
-    gen = section.get("lto_generation", 8)
+    _reject_unknown(section, p, schema.names())
+    d = schema.default
+    gen = section.get("lto_generation", d("lto_generation"))
     if gen != 8:
         raise ConfigError("library.lto_generation", gen, "8 (LTO-8 is the emulated generation)")
     library = LibraryConfig(
-        num_slots=_int(section, p, "num_slots", 24, 1, MAX_SLOTS),
-        num_mail_slots=_int(section, p, "num_mail_slots", 4, 0, MAX_MAIL_SLOTS),
-        num_drives=_int(section, p, "num_drives", 2, 1, MAX_DRIVES),
+        num_slots=_int(section, p, "num_slots", d("num_slots"), 1, MAX_SLOTS),
+        num_mail_slots=_int(section, p, "num_mail_slots", d("num_mail_slots"), 0, MAX_MAIL_SLOTS),
+        num_drives=_int(section, p, "num_drives", d("num_drives"), 1, MAX_DRIVES),
         lto_generation=gen,
     )
     # Each cap fits 16 bits on its own, but SMC element addresses of all four kinds
@@ -193,18 +195,16 @@ def _library(raw: object) -> LibraryConfig:
     return library
 
 
-def _iscsi(raw: object, default_iqn: str = DEFAULT_TARGET_IQN) -> IscsiConfig:
+def _iscsi(raw: object, schema: Section) -> IscsiConfig:
     section = _mapping(raw, "iscsi")
     p = "iscsi."
-    _reject_unknown(
-        section, p, {"target_iqn", "listen", "initiators", "chap", "mutual_chap", "discovery_chap"}
-    )
-    listen_raw = section.get("listen", ["0.0.0.0:3260"])
+    _reject_unknown(section, p, schema.names())
+    listen_raw = section.get("listen", schema.default("listen"))
     if isinstance(listen_raw, str):
         listen_raw = [listen_raw]
     if not isinstance(listen_raw, list) or not listen_raw:
         raise ConfigError("iscsi.listen", listen_raw, "a non-empty list of 'IP:PORT'")
-    initiators = section.get("initiators", [])
+    initiators = section.get("initiators", schema.default("initiators"))
     if not isinstance(initiators, list):
         raise ConfigError("iscsi.initiators", initiators, "a list of initiator IQNs")
     chap = _chap(section.get("chap"), "iscsi.chap")
@@ -212,7 +212,8 @@ def _iscsi(raw: object, default_iqn: str = DEFAULT_TARGET_IQN) -> IscsiConfig:
     if mutual and not chap:
         raise ConfigError("iscsi.mutual_chap", "set", "only together with iscsi.chap")
     return IscsiConfig(
-        target_iqn=_iqn(section.get("target_iqn", default_iqn), "iscsi.target_iqn"),
+        target_iqn=_iqn(section.get("target_iqn", schema.default("target_iqn")),
+                        "iscsi.target_iqn"),
         listen=tuple(_portal(v, f"iscsi.listen[{i}]") for i, v in enumerate(listen_raw)),
         initiators=tuple(_iqn(v, f"iscsi.initiators[{i}]") for i, v in enumerate(initiators)),
         chap=chap,
@@ -221,15 +222,15 @@ def _iscsi(raw: object, default_iqn: str = DEFAULT_TARGET_IQN) -> IscsiConfig:
     )
 
 
-def _tcmu(raw: object, defaults: TcmuConfig | None = None) -> TcmuConfig:
-    d = defaults or TcmuConfig()
+def _tcmu(raw: object, schema: Section) -> TcmuConfig:
     section = _mapping(raw, "tcmu")
     p = "tcmu."
-    _reject_unknown(section, p, {"cmd_time_out", "qfull_time_out", "max_data_area_mb"})
+    _reject_unknown(section, p, schema.names())
+    d = schema.default
     return TcmuConfig(
-        cmd_time_out=_int(section, p, "cmd_time_out", d.cmd_time_out, 0, 7 * 24 * 3600),
-        qfull_time_out=_int(section, p, "qfull_time_out", d.qfull_time_out, 0, 3600),
-        max_data_area_mb=_int(section, p, "max_data_area_mb", d.max_data_area_mb, 8, 2048),
+        cmd_time_out=_int(section, p, "cmd_time_out", d("cmd_time_out"), 0, 7 * 24 * 3600),
+        qfull_time_out=_int(section, p, "qfull_time_out", d("qfull_time_out"), 0, 3600),
+        max_data_area_mb=_int(section, p, "max_data_area_mb", d("max_data_area_mb"), 8, 2048),
     )
 
 
@@ -244,21 +245,19 @@ class DaemonKeys:
     lio_db_root: Path = Path(DEFAULT_LIO_DB_ROOT)
 
 
-def parse_daemon_keys(
-    top: dict[str, Any], *, default_socket: str, default_instance: str
-) -> DaemonKeys:
-    """data_dir (required, absolute), admin_socket, admin_group and instance, with their
-    defaults."""
+def parse_daemon_keys(top: dict[str, Any], schema: Section) -> DaemonKeys:
+    """data_dir (required, absolute), admin_socket, admin_group, instance and
+    lio_db_root, with the product's defaults from its schema."""
     data_dir = top.get("data_dir")
     if not isinstance(data_dir, str) or not data_dir.startswith("/"):
         raise ConfigError("data_dir", data_dir, "an absolute path (required)")
-    instance = top.get("instance", default_instance)
+    instance = top.get("instance", schema.default("instance"))
     if not isinstance(instance, str) or not re.fullmatch(r"[a-z][a-z0-9]{0,15}", instance):
         raise ConfigError("instance", instance, "1-16 lower-case letters and digits")
-    socket = top.get("admin_socket", default_socket)
+    socket = top.get("admin_socket", schema.default("admin_socket"))
     if not isinstance(socket, str) or not socket.startswith("/"):
         raise ConfigError("admin_socket", socket, "an absolute path")
-    group = top.get("admin_group")
+    group = top.get("admin_group", schema.default("admin_group"))
     if group is not None:
         if not isinstance(group, str) or not group:
             raise ConfigError("admin_group", group, "a group name")
@@ -267,38 +266,35 @@ def parse_daemon_keys(
         except KeyError:
             raise ConfigError("admin_group", group, "an existing group (see getent group)") \
                 from None
-    db_root = top.get("lio_db_root", DEFAULT_LIO_DB_ROOT)
+    db_root = top.get("lio_db_root", schema.default("lio_db_root"))
     if not isinstance(db_root, str) or not db_root.startswith("/"):
         raise ConfigError("lio_db_root", db_root, "an absolute path")
     return DaemonKeys(Path(data_dir), Path(socket), instance, group, Path(db_root))
 
 
-def parse_iscsi(raw: object, *, default_iqn: str) -> IscsiConfig:
-    """The `iscsi` section (target_iqn, listen, initiators, chap, mutual_chap,
-    discovery_chap), with the daemon's own default target name."""
-    return _iscsi(raw, default_iqn)
+def parse_iscsi(raw: object, schema: Section) -> IscsiConfig:
+    """The `iscsi` section, with the product's defaults (its schema's `iscsi`)."""
+    return _iscsi(raw, schema)
 
 
-def parse_tcmu(raw: object, *, defaults: TcmuConfig) -> TcmuConfig:
-    """The `tcmu` section, with the daemon's own defaults."""
-    return _tcmu(raw, defaults)
+def parse_tcmu(raw: object, schema: Section) -> TcmuConfig:
+    """The `tcmu` section, with the product's defaults (its schema's `tcmu`)."""
+    return _tcmu(raw, schema)
 
 
-def parse_http(top: dict[str, Any], *, default: HttpConfig) -> HttpConfig | None:
-    """The `http` section: absent means `default`; `http: null` or
+def parse_http(top: dict[str, Any], schema: Section) -> HttpConfig | None:
+    """The `http` section: absent means the schema's defaults; `http: null` or
     `http: {enabled: false}` turns the endpoint off; `listen` is 'IP:PORT'."""
-    if "http" not in top:
-        return default
-    if top["http"] is None:
+    if top.get("http", {}) is None:
         return None
-    section = _mapping(top["http"], "http")
-    _reject_unknown(section, "http.", {"listen", "enabled"})
-    enabled = section.get("enabled", True)
+    section = _mapping(top.get("http"), "http")
+    _reject_unknown(section, "http.", schema.names())
+    enabled = section.get("enabled", schema.default("enabled"))
     if not isinstance(enabled, bool):
         raise ConfigError("http.enabled", enabled, "true or false")
     if not enabled:
         return None
-    listen = section.get("listen", str(default.listen))
+    listen = section.get("listen", schema.default("listen"))
     # A bare port is too easy to mistake for "all addresses": ask for both halves.
     if not isinstance(listen, str) or ":" not in listen:
         raise ConfigError("http.listen", listen, "an address 'IP:PORT', e.g. '0.0.0.0:9090'")
@@ -320,31 +316,23 @@ def read_yaml(path: Path) -> object:
 def parse_vtl_config(raw: object) -> VtlConfig:
     """Validate a parsed YAML document into a VtlConfig."""
     top = _mapping(raw, "<top level>")
-    _reject_unknown(
-        top,
-        "",
-        {
-            "data_dir", "library", "iscsi", "tcmu", "admin_socket", "admin_group", "instance",
-            "http", "lio_db_root", "backend", "pool",
-        },
-    )
+    schema = VTL_SCHEMA
+    _reject_unknown(top, "", schema.names())
     # data_dir is checked first: it is the one key every file must have.
     if not isinstance(top.get("data_dir"), str) or not str(top["data_dir"]).startswith("/"):
         raise ConfigError("data_dir", top.get("data_dir"), "an absolute path (required)")
     if "library" not in top:
         raise ConfigError("library", None, "a mapping with num_slots, num_drives (required)")
-    keys = parse_daemon_keys(
-        top, default_socket="/run/thurvtl/admin.sock", default_instance="thurvtl"
-    )
+    keys = parse_daemon_keys(top, schema)
     return VtlConfig(
         data_dir=keys.data_dir,
-        library=_library(top["library"]),
-        iscsi=_iscsi(top.get("iscsi")),
-        tcmu=_tcmu(top.get("tcmu")),
+        library=_library(top["library"], schema.section("library")),
+        iscsi=_iscsi(top.get("iscsi"), schema.section("iscsi")),
+        tcmu=_tcmu(top.get("tcmu"), schema.section("tcmu")),
         admin_socket=keys.admin_socket,
         admin_group=keys.admin_group,
         instance=keys.instance,
-        http=parse_http(top, default=DEFAULT_VTL_HTTP),
+        http=parse_http(top, schema.section("http")),
         lio_db_root=keys.lio_db_root,
         backend=parse_backend(top.get("backend")),
         pool=parse_pool(top.get("pool")),

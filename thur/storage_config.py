@@ -31,22 +31,17 @@ from pathlib import Path
 from typing import Any
 
 from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool
-from thur.cloud.azure import AzureOptions
 from thur.cloud.factory import KINDS, open_backend
-from thur.cloud.gcs import GcsOptions
-from thur.cloud.s3 import S3Options
+from thur.config_schema import CLOUD_OPTIONS, backend_section, pool_section
 from thur.configkit import ConfigError, as_mapping, reject_unknown
 from thur.pool import LocalStore, PoolConfig
 from thur.pool.codec import Codec, CompressionPolicy
 
 GiB = 1 << 30
 MiB = 1 << 20
-OPTIONS: dict[str, type] = {"s3": S3Options, "gcs": GcsOptions, "azure": AzureOptions}
-LOCAL_KEYS = {"kind", "path", "fsync"}
-POOL_KEYS = {
-    "cache_size", "disk_free_floor", "max_wait", "compression", "zstd_level", "pack_size",
-    "upload_workers",
-}
+OPTIONS = CLOUD_OPTIONS
+BACKEND = backend_section()
+POOL = pool_section()
 SIZE = re.compile(r"(\d+)\s*([KMGTP]?)(i?B)?", re.IGNORECASE)
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 SECRET_KEYS = {"secret_access_key", "session_token", "credential", "connection_string"}
@@ -94,18 +89,19 @@ def parse_backend(raw: object) -> BackendConfig:
     if raw is None:
         return BackendConfig()
     section = as_mapping(raw, "backend")
-    kind = section.get("kind", "local")
+    kind = section.get("kind", BACKEND.default("kind"))
     if kind not in KINDS:
         raise ConfigError("backend.kind", kind, f"one of {', '.join(KINDS)}")
     opts = {k: v for k, v in section.items() if k != "kind"}
     if kind == "local":
-        reject_unknown(section, "backend.", LOCAL_KEYS)
+        reject_unknown(section, "backend.", BACKEND.names())
         path = opts.get("path")
         if path is not None and (not isinstance(path, str) or not path.startswith("/")):
             raise ConfigError("backend.path", path, "an absolute path")
-        if not isinstance(opts.get("fsync", True), bool):
+        if not isinstance(opts.get("fsync", BACKEND.default("fsync")), bool):
             raise ConfigError("backend.fsync", opts["fsync"], "true or false")
-        return BackendConfig(kind, opts)
+        # A key written out with its default value means the same as leaving it out.
+        return BackendConfig(kind, {k: v for k, v in opts.items() if v != BACKEND.default(k)})
     return BackendConfig(kind, _check_options(OPTIONS[kind], opts))
 
 
@@ -147,25 +143,25 @@ def _fits(value: object, hint: Any) -> bool:
 
 def parse_pool(raw: object) -> PoolSettings:
     section = as_mapping(raw, "pool")
-    reject_unknown(section, "pool.", POOL_KEYS)
-    d = PoolSettings()
-    cache = section.get("cache_size", "auto")
+    reject_unknown(section, "pool.", POOL.names())
+    d = POOL.default
+    cache = section.get("cache_size", d("cache_size"))
     cache_size = None if cache in ("auto", None) else parse_size(cache, "pool.cache_size")
     if cache_size is not None and cache_size < 64 * MiB:
         raise ConfigError("pool.cache_size", cache, "auto, or at least 64M")
-    compression = section.get("compression", d.compression)
+    compression = section.get("compression", d("compression"))
     if compression not in ("zstd", "lz4", "none"):
         raise ConfigError("pool.compression", compression, "zstd, lz4 or none")
-    level = section.get("zstd_level", d.zstd_level)
+    level = section.get("zstd_level", d("zstd_level"))
     if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 22:
         raise ConfigError("pool.zstd_level", level, "an integer from 1 to 22")
-    max_wait = section.get("max_wait", d.max_wait)
+    max_wait = section.get("max_wait", d("max_wait"))
     if isinstance(max_wait, bool) or not isinstance(max_wait, (int, float)) or max_wait <= 0:
         raise ConfigError("pool.max_wait", max_wait, "a number of seconds > 0")
-    pack = parse_size(section.get("pack_size", d.pack_size), "pool.pack_size")
+    pack = parse_size(section.get("pack_size", d("pack_size")), "pool.pack_size")
     if not 1 * MiB <= pack <= 1 * GiB:
         raise ConfigError("pool.pack_size", section.get("pack_size"), "from 1M to 1G")
-    workers = section.get("upload_workers")
+    workers = section.get("upload_workers", d("upload_workers"))
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256
     ):
@@ -173,7 +169,7 @@ def parse_pool(raw: object) -> PoolSettings:
     return PoolSettings(
         cache_size=cache_size,
         disk_free_floor=parse_size(
-            section.get("disk_free_floor", d.disk_free_floor), "pool.disk_free_floor"
+            section.get("disk_free_floor", d("disk_free_floor")), "pool.disk_free_floor"
         ),
         max_wait=float(max_wait),
         compression=compression,

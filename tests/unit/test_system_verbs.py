@@ -334,7 +334,8 @@ def test_thurvtl_completion_knows_every_verb(capsys: pytest.CaptureFixture[str])
     bash = capsys.readouterr().out
     assert complete(bash, "thurvtl", "") == sorted(
         ["ping", "library", "cartridge", "changer", "drive", "iscsi", "system", "completion",
-         "shell"])
+         "config", "shell"])
+    assert complete(bash, "thurvtl", "config", "") == ["check", "defaults"]
     assert complete(bash, "thurvtl", "cartridge", "") == ["create", "delete", "info", "list"]
     assert complete(bash, "thurvtl", "changer", "") == ["inventory", "load", "move", "unload"]
     assert complete(bash, "thurvtl", "cartridge", "create", "X", "--") == [

@@ -15,7 +15,8 @@ logged in to the target or an NVMe/TCP host is connected; `--force` deletes it
 anyway (the initiators' I/O to it fails, and the data is gone).
 
 `system stats|cloud check|gc` are the same as thurvtl's (thur/system_cli.py);
-`completion bash|zsh` prints a shell completion script.
+`config defaults|check` print the config reference or check a file (no daemon
+needed); `completion bash|zsh` prints a shell completion script.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from thur import audit_cli, completion, system_cli
+from thur import audit_cli, completion, config_cli, system_cli
 from thur.admin import call
 from thur.cli_common import (
     Outcome,
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="even while initiators are logged in (their I/O to it fails)")
     system_cli.add_parser(sub, json_flag, PRODUCT)
     completion.add_parser(sub)
+    config_cli.add_parser(sub, PRODUCT)
     shell = sub.add_parser("shell", help="interactive shell (targetcli-style, TAB completes); "
                                          "with a command line, runs only that")
     shell.add_argument("line", nargs=argparse.REMAINDER, metavar="COMMAND",
@@ -161,6 +163,8 @@ def run(args: argparse.Namespace) -> Outcome:
         from thur.shell.vsa import main as shell_main  # configshell loads readline: only here
 
         return int(shell_main(sock, args.line))
+    if args.noun == "config":
+        return config_cli.run(args, PRODUCT)
     if args.noun == "completion":
         print(completion.script(args.shell, "thurvsa", build_parser()), end="")
         return 0

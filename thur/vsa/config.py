@@ -56,6 +56,7 @@ from thur.config import (
     read_yaml,
     reject_unknown,
 )
+from thur.config_schema import VSA_SCHEMA, Section
 from thur.storage_config import BackendConfig, PoolSettings, parse_backend, parse_pool
 
 DEFAULT_TARGET_IQN = "iqn.2026-11.io.thur:vsa"
@@ -64,15 +65,9 @@ DEFAULT_INSTANCE = "thurvsa"
 # A disk command is short: the Linux SCSI layer gives up after 30 s and retries, so a
 # command stuck in a ring for longer helps nobody (unlike tape, which needs hours).
 TCMU_DEFAULTS = TcmuConfig(cmd_time_out=30, qfull_time_out=30, max_data_area_mb=64)
-TOP_KEYS = {
-    "data_dir", "iscsi", "tcmu", "admin_socket", "admin_group", "instance", "http",
-    "lio_db_root", "transport", "nvme", "backend", "pool",
-}
 TRANSPORTS = ("iscsi", "nvmetcp")
 DEFAULT_SUBSYSTEM_NQN = "nqn.2026-11.io.thur:vsa"
 NVME_PORT = 4420
-NVME_KEYS = {"subsystem_nqn", "listen", "hosts", "tls"}
-HOST_KEYS = {"nqn", "dhchap_secret", "dhchap_ctrl_secret", "dhchap_hash", "dhchap_dhgroup"}
 # thurvtld's is 9090: the two products can share a host.
 DEFAULT_HTTP = HttpConfig(Portal("0.0.0.0", 9091))
 
@@ -127,9 +122,10 @@ def _checked(key: str, shown: object, check: Any, *args: object) -> None:
         raise ConfigError(key, shown, str(exc).split(": ", 1)[-1]) from None
 
 
-def _host(raw: object, key: str) -> configfs.NvmeHost:
+def _host(raw: object, key: str, schema: Section) -> configfs.NvmeHost:
+    fields = {f.name: f.default for f in schema.child("hosts").fields}
     section = as_mapping(raw, key)
-    reject_unknown(section, key + ".", HOST_KEYS)
+    reject_unknown(section, key + ".", set(fields))
     nqn = section.get("nqn")
     _checked(key + ".nqn", nqn, configfs.check_nqn, nqn, "nqn")
     secrets: dict[str, str | None] = {}
@@ -144,11 +140,12 @@ def _host(raw: object, key: str) -> configfs.NvmeHost:
     if secrets["dhchap_ctrl_secret"] is not None \
             and secrets["dhchap_ctrl_secret"] == secrets["dhchap_secret"]:
         raise ConfigError(f"{key}.dhchap_ctrl_secret", "***", "a secret other than dhchap_secret")
-    hash_ = section.get("dhchap_hash", "hmac(sha256)")
+    hash_ = section.get("dhchap_hash", fields["dhchap_hash"])
     if hash_ not in DHCHAP_HASHES:
         raise ConfigError(f"{key}.dhchap_hash", hash_,
                           ", ".join(DHCHAP_HASHES))
-    group = section.get("dhchap_dhgroup") or "null"  # YAML reads a bare null as None
+    # YAML reads a bare null as None.
+    group = section.get("dhchap_dhgroup", fields["dhchap_dhgroup"]) or "null"
     if group not in DHCHAP_DHGROUPS:
         raise ConfigError(f"{key}.dhchap_dhgroup", group,
                           ", ".join(DHCHAP_DHGROUPS))
@@ -157,13 +154,14 @@ def _host(raw: object, key: str) -> configfs.NvmeHost:
                              dhchap_hash=hash_, dhchap_dhgroup=group)
 
 
-def parse_nvme(raw: object) -> NvmeConfig:
+def parse_nvme(raw: object, schema: Section | None = None) -> NvmeConfig:
     """The `nvme` section."""
+    schema = schema or VSA_SCHEMA.section("nvme")
     section = as_mapping(raw, "nvme")
-    reject_unknown(section, "nvme.", NVME_KEYS)
-    nqn = section.get("subsystem_nqn", DEFAULT_SUBSYSTEM_NQN)
+    reject_unknown(section, "nvme.", schema.names())
+    nqn = section.get("subsystem_nqn", schema.default("subsystem_nqn"))
     _checked("nvme.subsystem_nqn", nqn, configfs.check_nqn, nqn, "subsystem_nqn")
-    listen_raw = section.get("listen", [f"0.0.0.0:{NVME_PORT}"])
+    listen_raw = section.get("listen", schema.default("listen"))
     if isinstance(listen_raw, str):
         listen_raw = [listen_raw]
     if not isinstance(listen_raw, list) or not listen_raw:
@@ -172,13 +170,13 @@ def parse_nvme(raw: object) -> NvmeConfig:
                    for i, v in enumerate(listen_raw))
     if len(set(listen)) != len(listen):
         raise ConfigError("nvme.listen", listen_raw, "each address once")
-    hosts_raw = section.get("hosts", [])
+    hosts_raw = section.get("hosts", schema.default("hosts"))
     if not isinstance(hosts_raw, list):
         raise ConfigError("nvme.hosts", hosts_raw, "a list of {nqn, dhchap_secret, ...}")
-    hosts = tuple(_host(h, f"nvme.hosts[{i}]") for i, h in enumerate(hosts_raw))
+    hosts = tuple(_host(h, f"nvme.hosts[{i}]", schema) for i, h in enumerate(hosts_raw))
     if len({h.nqn for h in hosts}) != len(hosts):
         raise ConfigError("nvme.hosts", [h.nqn for h in hosts], "each host NQN once")
-    tls = section.get("tls", False)
+    tls = section.get("tls", schema.default("tls"))
     if not isinstance(tls, bool):
         raise ConfigError("nvme.tls", tls, "true or false")
     return NvmeConfig(subsystem_nqn=nqn, listen=listen, hosts=hosts, tls=tls)
@@ -187,19 +185,20 @@ def parse_nvme(raw: object) -> NvmeConfig:
 def parse_vsa_config(raw: object) -> VsaConfig:
     """Validate a parsed YAML document into a VsaConfig."""
     top = as_mapping(raw, "<top level>")
-    reject_unknown(top, "", TOP_KEYS)
-    keys = parse_daemon_keys(top, default_socket=DEFAULT_SOCKET, default_instance=DEFAULT_INSTANCE)
+    schema = VSA_SCHEMA
+    reject_unknown(top, "", schema.names())
+    keys = parse_daemon_keys(top, schema)
     return VsaConfig(
         data_dir=keys.data_dir,
-        iscsi=parse_iscsi(top.get("iscsi"), default_iqn=DEFAULT_TARGET_IQN),
-        tcmu=parse_tcmu(top.get("tcmu"), defaults=TCMU_DEFAULTS),
+        iscsi=parse_iscsi(top.get("iscsi"), schema.section("iscsi")),
+        tcmu=parse_tcmu(top.get("tcmu"), schema.section("tcmu")),
         admin_socket=keys.admin_socket,
         admin_group=keys.admin_group,
         instance=keys.instance,
-        http=parse_http(top, default=DEFAULT_HTTP),
+        http=parse_http(top, schema.section("http")),
         lio_db_root=keys.lio_db_root,
-        transports=_transports(top.get("transport", "iscsi")),
-        nvme=parse_nvme(top.get("nvme")),
+        transports=_transports(top.get("transport", schema.default("transport"))),
+        nvme=parse_nvme(top.get("nvme"), schema.section("nvme")),
         backend=parse_backend(top.get("backend")),
         pool=parse_pool(top.get("pool")),
     )

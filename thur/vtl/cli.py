@@ -14,8 +14,9 @@ Elements for `changer move` are named `slot:N` (mtx numbering), `mail:N`,
 `drive:N`, or by SMC element address (`0x0402`). `cartridge delete` is refused
 while the cartridge is in a drive, and without --force while it holds data.
 `iscsi chap` shows the CHAP settings (passwords redacted); they are set in the
-config file and take effect on restart. `completion bash|zsh` prints a shell
-completion script.
+config file and take effect on restart. `config defaults|check` print the
+config reference or check a file (no daemon needed); `completion bash|zsh`
+prints a shell completion script.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from thur import audit_cli, completion, system_cli
+from thur import audit_cli, completion, config_cli, system_cli
 from thur.admin import call
 from thur.cli_common import (
     Outcome,
@@ -270,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     system_cli.add_parser(sub, json_flag, PRODUCT)
     completion.add_parser(sub)
+    config_cli.add_parser(sub, PRODUCT)
     shell = sub.add_parser("shell", help="interactive shell (targetcli-style, TAB completes); "
                                          "with a command line, runs only that")
     shell.add_argument("line", nargs=argparse.REMAINDER, metavar="COMMAND",
@@ -325,6 +327,8 @@ def run(args: argparse.Namespace) -> Outcome:
         from thur.shell.vtl import main as shell_main  # configshell loads readline: only here
 
         return int(shell_main(sock, args.line))
+    if args.noun == "config":
+        return config_cli.run(args, PRODUCT)
     if args.noun == "completion":
         print(completion.script(args.shell, "thurvtl", build_parser()), end="")
         return 0
