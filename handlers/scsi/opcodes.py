@@ -72,6 +72,7 @@ class Op(IntEnum):
     VERIFY_10 = 0x2F
     PRE_FETCH_10 = 0x34
     SYNCHRONIZE_CACHE_10 = 0x35
+    READ_DEFECT_DATA_10 = 0x37
     WRITE_SAME_10 = 0x41
     UNMAP = 0x42
     EXTENDED_COPY = 0x83
@@ -89,6 +90,7 @@ class Op(IntEnum):
     WRITE_12 = 0xAA
     WRITE_AND_VERIFY_12 = 0xAE
     VERIFY_12 = 0xAF
+    READ_DEFECT_DATA_12 = 0xB7
 
 
 class MaintenanceIn(IntEnum):

@@ -7,8 +7,9 @@ The disk is assembled like the tape drive, from small parts over shared state:
 - `sbc_io.DiskIO`: READ/WRITE, WRITE AND VERIFY, VERIFY, SYNCHRONIZE CACHE, PRE-FETCH,
   WRITE SAME, UNMAP, GET LBA STATUS, COMPARE AND WRITE;
 - `sbc_xcopy.DiskCopy`: EXTENDED COPY (LID1), RECEIVE COPY RESULTS, VPD 8Fh;
-- this module: identity, READ CAPACITY(10/16), START STOP UNIT, VPD B0h/B1h/B2h, mode
-  pages (08h caching, 0Ah control with SWP, 1Ch) and the capacity-change unit attention.
+- this module: identity, READ CAPACITY(10/16), READ DEFECT DATA(10/12) (always empty),
+  START STOP UNIT, VPD B0h/B1h/B2h, mode pages (08h caching, 0Ah control with SWP, 1Ch)
+  and the capacity-change unit attention.
 
 Geometry: the logical block is the volume's block size; the physical block exponent is 0
 (physical = logical). The volume's page size (64 KiB) is the unmap granularity and the
@@ -58,6 +59,7 @@ LBPU, LBPWS, LBPWS10, LBPRZ_VPD = 0x80, 0x40, 0x20, 0x04
 PROVISIONING_THIN = 0x02
 WP, DPOFUA = 0x80, 0x10
 POWER_CONDITIONS = frozenset({0x0, 0x1, 0x2, 0x3, 0x7, 0xA, 0xB})
+DEFECT_FORMAT_RESERVED = 0b111  # the one DEFECT LIST FORMAT reserved in SBC-3 and SBC-4
 
 
 class ThinDisk(DiskIO, DiskCopy):
@@ -175,6 +177,21 @@ class ThinDisk(DiskIO, DiskCopy):
         )
         return allocation(data, struct.unpack_from(">I", cdb, 10)[0])
 
+    # ---- READ DEFECT DATA -------------------------------------------------------------------
+
+    @command(Op.READ_DEFECT_DATA_10, usage(0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF))
+    def read_defect_data_10(self, cdb: bytes, data_out: DataOut) -> bytes:
+        lists = _defect_list_request(cdb[2], byte=2)
+        return allocation(bytes([0, lists, 0, 0]), struct.unpack_from(">H", cdb, 7)[0])
+
+    @command(Op.READ_DEFECT_DATA_12, usage(0xB7, 0x1F, *(0xFF,) * 8, 0))
+    def read_defect_data_12(self, cdb: bytes, data_out: DataOut) -> bytes:
+        lists = _defect_list_request(cdb[1], byte=1)
+        # GENERATION CODE 0 (not supported), DEFECT LIST LENGTH 0; the ADDRESS DESCRIPTOR
+        # INDEX selects nothing in an empty list.
+        header = struct.pack(">BBHI", 0, lists, 0, 0)
+        return allocation(header, struct.unpack_from(">I", cdb, 6)[0])
+
     # ---- START STOP UNIT ------------------------------------------------------------------
 
     @command(Op.START_STOP_UNIT, usage(0x1B, 0x01, 0, 0x0F, 0xF7))
@@ -188,6 +205,15 @@ class ThinDisk(DiskIO, DiskCopy):
         if condition == 0 and not start and not no_flush:
             with self.volume_errors():
                 self.volume.flush()
+
+
+def _defect_list_request(field: int, *, byte: int) -> int:
+    """READ DEFECT DATA: a volume has no defects, so both lists are empty in any defined
+    format. The answer echoes REQ_PLIST/REQ_GLIST as PLISTV/GLISTV (the lists asked for
+    are valid, and empty) and the DEFECT LIST FORMAT; the reserved format is refused."""
+    if field & 0x07 == DEFECT_FORMAT_RESERVED:
+        raise ScsiError.cdb(byte, 2)
+    return field & 0x1F
 
 
 def thin_disk_identity(serial: str, *, revision: str = DISK_REVISION) -> DeviceIdentity:

@@ -239,9 +239,11 @@ class DiskIO(ThinDiskBase):
             pattern = bytes(self.exact_data_out(data_out, self.block_size))
         fua = self.fua(False)
         with self.volume_errors():
-            if not any(pattern):
-                # Zeros with UNMAP deallocate (LBPRZ: they read back as zeros); without it
-                # the volume writes zeroes however it likes.
+            if unmap or not any(pattern):
+                # UNMAP asks for an unmap operation on every LBA (SBC-4 WRITE SAME: "write
+                # ... or unmap"), whatever the block holds: deallocated blocks read back as
+                # zeros (LBPRZ), as LIO's own backstores and libiscsi's WriteSame*.Unmap*
+                # tests expect. Zeros without UNMAP: the volume writes zeroes as it likes.
                 self.volume.write_zeroes(cmd.lba, blocks, unmap=unmap)
                 if fua:
                     self.volume.flush()

@@ -289,3 +289,27 @@ def test_rsoc_one_command_shows_dpo_fua_usage(opcode: int) -> None:
 def test_format_unit_is_an_invalid_opcode() -> None:
     d, _ = disk()
     expect(run(d, bytes([0x04, 0, 0, 0, 0, 0])), 5, 0x20, 0)
+
+
+# ---- READ DEFECT DATA --------------------------------------------------------------------
+
+def test_read_defect_data_10_is_an_empty_list_byte_exact() -> None:
+    # libiscsi ReadDefectData10.Simple: a thin volume has no defects, in any format.
+    d, _ = disk()
+    cdb = bytes([0x37, 0, 0x18 | 0x05, 0, 0, 0, 0, 0, 32, 0])  # PLIST + GLIST, physical sector
+    assert ok(run(d, cdb)) == bytes([0, 0x1D, 0, 0])
+    assert ok(run(d, bytes([0x37, 0, 0x08, 0, 0, 0, 0, 0, 2, 0]))) == bytes([0, 0x08])
+    assert ok(run(d, bytes([0x37, 0, 0, 0, 0, 0, 0, 0, 0, 0]))) == b""
+    expect(run(d, bytes([0x37, 0, 0x07, 0, 0, 0, 0, 0, 32, 0])), 5, 0x24, 0, field=(2, 2))
+
+
+def test_read_defect_data_12_is_an_empty_list_byte_exact() -> None:
+    d, _ = disk()
+    cdb = bytes([0xB7, 0x10 | 0x03, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0])  # PLIST, long block
+    assert ok(run(d, cdb)) == bytes([0, 0x13, 0, 0, 0, 0, 0, 0])
+    assert ok(run(d, bytes([0xB7, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0]))) == bytes(4)
+    expect(run(d, bytes([0xB7, 0x07, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0])), 5, 0x24, 0,
+           field=(1, 2))
+    # Listed by RSOC, so libiscsi's tests find it.
+    data = ok(run(d, bytes([0xA3, 0x0C, 0x01, 0xB7, 0, 0, 0, 0, 1, 0, 0, 0])))
+    assert data[1] & 0x07 == 0x03 and len(data) == 4 + 12

@@ -244,8 +244,24 @@ def test_write_same_repeats_a_non_zero_block() -> None:
     block = pattern(1, seed=3)
     ok(run(d, cdb16(0x93, 10, 300), block))
     assert vol.read(10, 300) == block * 300
-    ok(run(d, cdb16(0x93, 10, 2, 0x08), block))  # UNMAP with a non-zero pattern: written
-    assert vol.read(10, 2) == block * 2
+
+
+def test_write_same_unmap_deallocates_whatever_the_pattern() -> None:
+    # SBC-4: with UNMAP each LBA gets a write OR an unmap operation; we always unmap, so
+    # the blocks read back as zeros (LBPRZ) as libiscsi's WriteSame10.UnmapUntilEnd checks.
+    d, vol = disk()
+    block = pattern(1, seed=3)
+    ok(run(d, cdb10(0x2A, N - 16, 16), pattern(16)))  # one whole 64 KiB page
+    ok(run(d, cdb10(0x41, N - 16, 0, 0x08), block))  # WRITE SAME(10) UNMAP, 0 = to the end
+    assert vol.read(N - 16, 16) == bytes(16 * BS)
+    assert _lba_status(d, N - 16) == [(N - 16, 16, 1)]  # deallocated, not written
+    ok(run(d, cdb16(0x8A, 10, 2), pattern(2)))
+    ok(run(d, cdb16(0x93, 10, 2, 0x08), block))  # WRITE SAME(16) UNMAP, non-zero block
+    assert vol.read(10, 2) == bytes(2 * BS)
+    # The data-out is still checked: one block exactly, before anything changes.
+    ok(run(d, cdb16(0x8A, 20, 1), pattern(1)))
+    expect(run(d, cdb16(0x93, 20, 1, 0x08), block[:100]), 5, 0x0E, 0x03)
+    assert vol.read(20, 1) == pattern(1)
 
 
 def test_write_same_zero_blocks_means_to_the_end() -> None:
