@@ -7,7 +7,7 @@ as both itself (its reservation and multipath tests need a second I_T nexus). Ev
 failure must be in KNOWN_FAILURES and every skip in KNOWN_SKIPS, each with its reason;
 docs/CONFORMANCE.md carries the same lists and the measured counts.
 
-THUR_CONFORMANCE=all runs every libiscsi test (about 24 min under TCG with other VMs on
+THUR_CONFORMANCE=all runs every libiscsi test (23 min under TCG with two other VMs on
 the machine, measured); the default is the CI selection: everything except the suites in
 SLOW_SUITES, which only repeat the READ/WRITE/VERIFY checks already covered by their
 10-byte forms.
@@ -47,9 +47,9 @@ CU_TIMEOUT = 3600.0
 KNOWN_FAILURES: dict[str, str] = {
     "Reserve6.Logout": (
         "a race in the kernel path: LIO releases an SPC-2 reservation when it frees the "
-        "session, asynchronously after the Logout response; with a TCMU backstore the "
-        "release lands after the other initiator's next RESERVE(6) (with an in-kernel "
-        "rd_mcp backstore, before it)"),
+        "session, asynchronously after the Logout response, and here it often lands "
+        "after the other initiator's next RESERVE(6) (a control run against an in-kernel "
+        "rd_mcp LU passed); RESERVE/RELEASE never reach the handler"),
     "iSCSIResiduals.*": (
         "LIO hands a TCMU device the transport's expected length, not the CDB's "
         "(passthrough_parse_cdb), so it never sets an overflow residual; the handler can "
@@ -81,9 +81,13 @@ KNOWN_SKIPS: dict[str, str] = {
 SLOW_SUITES: tuple[str, ...] = tuple(
     f"{cmd}{size}" for cmd in ("Read", "Write", "Verify", "WriteVerify") for size in (12, 16))
 
-# Run on their own, after the main run: AbortTaskSimpleAsync logs its session out and
-# leaves libiscsi with none (the tests after it would be skipped as "Not an iSCSI
-# device"); ITNexusLoss would start under the reservation Reserve6.Logout leaves behind.
+# Run on their own, after the main run (their result there replaces the main run's):
+# AbortTaskSimpleAsync logs its session out and leaves libiscsi with none, so the two
+# iSCSITMF tests after it are kept out of the main run (they would be skipped as "Not an
+# iSCSI device"); Reserve6.ITNexusLoss starts under the reservation Reserve6.Logout
+# leaves behind when it loses its race, so it runs again alone. Reserve6 stays whole in
+# the main run: its Target*Reset tests leave a reservation that only its LUNReset clears.
+SPLIT_SUITES = ("iSCSITMF",)
 ALONE = ("iSCSITMF.LUNResetSimpleAsync", "iSCSITMF.LogoutDuringIOAsync",
          "Reserve6.ITNexusLoss")
 
@@ -130,13 +134,12 @@ def _selection() -> list[str]:
     listed = kit.sh("iscsi-test-cu --list").stdout.split()
     suites = [s.removeprefix("ALL.") for s in listed if re.fullmatch(r"ALL\.[^.]+", s)]
     full = os.environ.get("THUR_CONFORMANCE", "").lower() == "all"
-    alone_suites = {t.split(".")[0] for t in ALONE}
     main = [f"ALL.{s}" for s in suites
-            if s not in alone_suites and (full or s not in SLOW_SUITES)]
-    # The rest of those suites, test by test.
-    listed_tests = [t.removeprefix("ALL.") for t in listed if t.count(".") == 2]
+            if s not in SPLIT_SUITES and (full or s not in SLOW_SUITES)]
+    # The rest of the split suites, test by test.
+    listed_tests = [t.removeprefix("ALL.") for t in listed if t.startswith("ALL.")]
     main += [f"ALL.{t}" for t in listed_tests
-             if t.split(".")[0] in alone_suites and t not in ALONE]
+             if t.split(".")[0] in SPLIT_SUITES and t.count(".") == 1 and t not in ALONE]
     return [",".join(main), *(f"ALL.{t}" for t in ALONE)]
 
 
@@ -221,10 +224,14 @@ def _persist(args: str, dev: str, check: bool = True) -> str:
 
 
 def _clear_and_check(a: str, b: str) -> None:
-    """CLEAR from A drops every registration; B learns it from RESERVATIONS PREEMPTED."""
+    """CLEAR from A drops every registration. B's I_T nexus gets RESERVATIONS PREEMPTED,
+    unless a command of the host's own consumed that unit attention first."""
     _persist(f"--out --clear --param-rk={KEY_A}", a)
-    assert "reservations preempted" in _persist("--in --read-keys", b, check=False).lower()
-    assert "no registered" in _persist("--in --read-keys", b).lower()
+    first = _persist("--in --read-keys", b, check=False).lower()
+    if "unit attention" in first:
+        assert "reservations preempted" in first, first
+        first = _persist("--in --read-keys", b).lower()
+    assert "no registered" in first, first
 
 
 def _write_block(dev: str, lba: int = 0) -> subprocess.CompletedProcess[str]:
