@@ -19,6 +19,7 @@ from thur.admin import AdminServer, Handler
 from thur.audit import AuditLog
 from thur.library import LibraryChanger
 from thur.shell.base import Connection, Root, ThurShell
+from thur.system_verbs import system_verbs
 from thur.vsa.storage import VsaStorage
 from thur.vsa.verbs import vsa_verbs
 from thur.vtl.verbs import library_verbs
@@ -64,8 +65,9 @@ def vsa_server(tmp_path: Path) -> Iterator[tuple[Path, FakeExporter]]:
     storage.start()
     exporter = FakeExporter(storage)
     sock = tmp_path / "vsa.sock"
-    server = AdminServer(sock, vsa_verbs(storage.volumes, exporter, lambda: VSA_INFO),
-                         audit=AuditLog(tmp_path / "vsa-data" / "audit"))
+    verbs = vsa_verbs(storage.volumes, exporter, lambda: VSA_INFO) | system_verbs(
+        storage.tier, storage.volumes.owners, lambda: None)
+    server = AdminServer(sock, verbs, audit=AuditLog(tmp_path / "vsa-data" / "audit"))
     server.start()
     try:
         yield sock, exporter

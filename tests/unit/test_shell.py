@@ -59,8 +59,8 @@ def summary(out: str, name: str) -> str:
 def test_the_tree(sh: Session) -> None:
     out = sh.ok("ls /")
     assert names(out) == [
-        "/", "cartridges", "drives", "0", "1", "iscsi", "library", "mailslots", "1", "2",
-        "slots", "1", "2", "3", "4", "5", "6", "system"]
+        "/", "backends", "cartridges", "drives", "0", "1", "iscsi", "library", "mailslots",
+        "1", "2", "slots", "1", "2", "3", "4", "5", "6", "system"]
     assert summary(out, "library") == "TL00000001: 6 slots, 2 mail slots, 2 drives"
     assert summary(out, "slots") == "6 slots, 0 full"
     assert summary(out, "iscsi") == "iqn.2026-11.io.thur:vtl"
@@ -305,7 +305,7 @@ def vsa_sh(tmp_path: Path) -> Iterator[tuple[Session, FakeExporter]]:
 def test_volumes(vsa_sh: tuple[Session, FakeExporter]) -> None:
     sh, exporter = vsa_sh
     assert names(sh.ok("ls /")) == [
-        "/", "iscsi", "system", "volumes"]
+        "/", "backends", "bucket", "cache", "iscsi", "system", "volumes"]
     sh.ok("cd /volumes")
     assert sh.ok("create vol1 size=2G") == "created vol1: 2.00 GiB, LUN 0\n"
     assert sh.ok("create vol2 64M lun=7") == "created vol2: 64.00 MiB, LUN 7\n"
@@ -340,6 +340,18 @@ def test_volumes(vsa_sh: tuple[Session, FakeExporter]) -> None:
     assert "volume nope does not exist" in sh.refused("resize nope size=1G")
     assert "'size': invalid size" in sh.refused("create v3 size=1X")
     assert "Target    iqn.2026-11.io.thur:vsa" in sh.ok("/iscsi info")
+
+
+def test_backends(vsa_sh: tuple[Session, FakeExporter]) -> None:
+    sh, _ = vsa_sh
+    sh.ok("/volumes create v size=64M")
+    out = sh.ok("ls /backends")
+    assert summary(out, "cache").startswith("cache: ")
+    assert summary(out, "bucket").startswith("local:") or "/" in summary(out, "bucket")
+    assert "stored_bytes:" in sh.ok("/backends/bucket info")
+    checked = sh.ok("/backends/bucket check")
+    assert "ok: True" in checked and "steps:" in checked
+    assert "only the bucket is checked" in sh.refused("/backends/cache check")
 
 
 def test_volume_completion(vsa_sh: tuple[Session, FakeExporter]) -> None:

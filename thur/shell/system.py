@@ -1,4 +1,5 @@
-"""/system, in both trees: the audit log and the pool's housekeeping.
+"""/system and /backends, in both trees: the audit log, the pool's housekeeping and
+where the chunks are.
 
 `stats`, `gc` and `cloud_check` call `system.stats`, `system.gc` and
 `system.cloud_check`; a daemon without them says so in one line (Unsupported).
@@ -7,8 +8,12 @@ Their replies are shown as `key: value` lines, whatever their shape.
 
 from __future__ import annotations
 
+from typing import Any
+
+from configshell_fb import ExecutionError
+
 from thur.audit_cli import format_entry
-from thur.shell.base import Node, matches, number, render
+from thur.shell.base import Collection, Item, Node, Unsupported, matches, number, render
 
 
 class SystemNode(Node):
@@ -44,3 +49,44 @@ class SystemNode(Node):
     def ui_command_cloud_check(self) -> None:
         """Checks the bucket: list, write, read and delete a probe object."""
         self.say(render(self.conn.call("system.cloud_check", timeout=300)))
+
+
+class Backends(Collection):
+    """/backends: where the chunks are. `cache` is the local warm copy, `bucket` the
+    durable one (local directory, S3, GCS or Azure); figures from `system.stats`."""
+
+    def __init__(self, parent: Node) -> None:
+        super().__init__("backends", parent)
+
+    def entries(self) -> dict[str, Any]:
+        try:
+            stats = self.conn.read("system.stats")
+        except Unsupported:  # an older daemon: the rest of the tree still works
+            return {}
+        return {b["kind"]: b for b in stats["backends"]}
+
+    def make_child(self, name: str, data: Any) -> Item:
+        return Backend(name, self, data)
+
+    def summary(self) -> tuple[str, bool | None]:
+        return "cache and bucket", None
+
+
+class Backend(Item):
+    def summary(self) -> tuple[str, bool | None]:
+        data = self.fresh()
+        stored = data.get("stored_bytes") or 0
+        return f"{data['name']}: {data.get('chunks', 0)} chunks, {stored} bytes stored", None
+
+    def ui_command_info(self) -> None:
+        """Shows this backend's figures (chunks, bytes, packs, budget)."""
+        self.say(render(self.fresh()))
+
+    def ui_command_check(self) -> None:
+        """Checks the bucket: list, write, read and delete a probe object."""
+        if self.name != "bucket":
+            raise ExecutionError("only the bucket is checked; the cache is local disk")
+        report = self.conn.call("system.cloud_check", timeout=300)
+        self.say(render(report))
+        if not report.get("ok"):
+            raise ExecutionError(f"{report.get('backend')}: check failed")

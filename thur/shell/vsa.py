@@ -3,6 +3,7 @@
     /
     ├── volumes/NAME   create, delete, resize, info; get/set attribute (size is settable)
     ├── iscsi          info: the target, its portals, sessions and LUNs
+    ├── backends/K     K is cache or bucket: info, check (the bucket)
     └── system         stats, gc, cloud_check, audit_tail, audit_verify
 
 Sizes take the CLI's binary suffixes (100G is 100 GiB; thur/vsa/cli.py).
@@ -28,7 +29,7 @@ from thur.shell.base import (
     number,
     run,
 )
-from thur.shell.system import SystemNode
+from thur.shell.system import Backends, SystemNode
 from thur.vsa.cli import format_info, format_volume, format_volumes, parse_size
 from thur.vsa.cli import size as _human
 
@@ -48,6 +49,7 @@ class VsaRoot(Root):
         super().__init__(shell, connection)
         Volumes(self)
         IscsiNode(self)
+        Backends(self)
         SystemNode(self)
 
     def summary(self) -> tuple[str, bool | None]:

@@ -7,6 +7,7 @@
     ├── mailslots/N    N counts mail slots from 1 (`create ... mail_slot=N`)
     ├── cartridges/B   create, delete, info; B is the barcode (get attribute ...)
     ├── iscsi          info: the target and its LUNs
+    ├── backends/K     K is cache or bucket: info, check (the bucket)
     └── system         stats, gc, cloud_check, audit_tail, audit_verify
 
 Slots, drives and mail slots come from `changer.inventory`, cartridges from
@@ -34,7 +35,7 @@ from thur.shell.base import (
     render,
     run,
 )
-from thur.shell.system import SystemNode
+from thur.shell.system import Backends, SystemNode
 from thur.vtl.cli import format_cartridge, format_cartridges, format_library, size
 
 
@@ -51,6 +52,7 @@ class VtlRoot(Root):
         MailSlots(self)
         Cartridges(self)
         IscsiNode(self)
+        Backends(self)
         SystemNode(self)
 
     def summary(self) -> tuple[str, bool | None]:
