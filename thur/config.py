@@ -19,6 +19,7 @@ import yaml
 
 from thur.config_schema import VTL_SCHEMA, Section
 from thur.configkit import ConfigError, _mapping, _reject_unknown
+from thur.otlp import OtlpConfig
 from thur.storage_config import BackendConfig, PoolSettings, parse_backend, parse_pool
 
 IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[^\s]+)?$")
@@ -103,6 +104,7 @@ class VtlConfig:
     instance: str = "thurvtl"
     lio_db_root: Path = Path(DEFAULT_LIO_DB_ROOT)
     http: HttpConfig | None = DEFAULT_VTL_HTTP  # None: no HTTP endpoint
+    otlp: OtlpConfig | None = None  # None: no OTLP export
     backend: BackendConfig = field(default_factory=BackendConfig)  # default: local, no cloud
     pool: PoolSettings = field(default_factory=PoolSettings)
 
@@ -301,6 +303,29 @@ def parse_http(top: dict[str, Any], schema: Section) -> HttpConfig | None:
     return HttpConfig(_portal(listen, "http.listen"))
 
 
+def parse_otlp(top: dict[str, Any], schema: Section) -> OtlpConfig | None:
+    """The `otlp` section: None (no export) unless `endpoint` is set."""
+    section = _mapping(top.get("otlp"), "otlp")
+    _reject_unknown(section, "otlp.", schema.names())
+    endpoint = section.get("endpoint", schema.default("endpoint"))
+    if endpoint is None:
+        return None
+    if not isinstance(endpoint, str) or not re.match(r"^https?://[^/\s]+", endpoint):
+        raise ConfigError("otlp.endpoint", endpoint,
+                          "null, or an http(s) URL such as http://127.0.0.1:4318/v1/metrics")
+    p = "otlp."
+    headers = section.get("headers", schema.default("headers"))
+    if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise ConfigError("otlp.headers", "***", "a mapping of header names to strings")
+    return OtlpConfig(
+        endpoint=endpoint,
+        interval=_int(section, p, "interval", schema.default("interval"), 1, 3600),
+        timeout=_int(section, p, "timeout", schema.default("timeout"), 1, 300),
+        headers=dict(headers),
+    )
+
+
 def read_yaml(path: Path) -> object:
     """A config file parsed as YAML, errors as ConfigError."""
     try:
@@ -333,6 +358,7 @@ def parse_vtl_config(raw: object) -> VtlConfig:
         admin_group=keys.admin_group,
         instance=keys.instance,
         http=parse_http(top, schema.section("http")),
+        otlp=parse_otlp(top, schema.section("otlp")),
         lio_db_root=keys.lio_db_root,
         backend=parse_backend(top.get("backend")),
         pool=parse_pool(top.get("pool")),

@@ -169,6 +169,15 @@ def _kind_notes() -> tuple[tuple[str, str], ...]:
     return tuple(notes)
 
 
+def otlp_section() -> Section:
+    return Section("otlp", "metrics over OTLP/HTTP too (needs pip install 'thur[otlp]')", (
+        Key("endpoint", None, "collector URL, e.g. http://127.0.0.1:4318/v1/metrics; null: off"),
+        Key("interval", 60, "seconds between exports, 1 to 3600"),
+        Key("timeout", 10, "seconds one export may take, 1 to 300"),
+        Key("headers", {}, "HTTP headers sent with each export (e.g. an API key)"),
+    ))
+
+
 def backend_section() -> Section:
     return Section("backend", "where the durable copy lives: the source of truth", (
         Key("kind", "local", "local | s3 | gcs | azure"),
@@ -222,7 +231,7 @@ def vtl_schema() -> Section:
     return Section("", "thurvtl.yaml", (
         keys[0], library_section(), iscsi_section("iqn.2026-11.io.thur:vtl"),
         tcmu_section(4 * 3600, "tape operations run for hours"),
-        *keys[1:], http_section(9090), backend_section(), pool_section(),
+        *keys[1:], http_section(9090), otlp_section(), backend_section(), pool_section(),
     ))
 
 
@@ -233,7 +242,7 @@ def vsa_schema() -> Section:
         Key("transport", "iscsi", "iscsi | nvmetcp | [iscsi, nvmetcp]"),
         iscsi_section("iqn.2026-11.io.thur:vsa"), nvme_section(),
         tcmu_section(30, "a disk initiator retries after 30 s"),
-        *keys[1:], http_section(9091), backend_section(), pool_section(),
+        *keys[1:], http_section(9091), otlp_section(), backend_section(), pool_section(),
     ))
 
 

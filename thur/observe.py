@@ -20,6 +20,7 @@ from thur.cloud import TieredPool
 from thur.config import HttpConfig
 from thur.httpd import Endpoints, HttpService
 from thur.metrics import LuInfo, Metrics
+from thur.otlp import OtlpConfig, OtlpExport
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,12 @@ class Observability:
         gauges: Gauges | None = None,
         nvme_subsystems: Callable[[], list[str]] | None = None,
         configfs_root: Path = configfs.DEFAULT_ROOT,
+        otlp: OtlpConfig | None = None,
     ) -> None:
         self.product = product
         self.config = config
+        self.otlp_config = otlp
+        self.otlp: OtlpExport | None = None
         self.target_iqn = target_iqn
         self.info = info
         self.nvme_subsystems = nvme_subsystems
@@ -63,8 +67,9 @@ class Observability:
     # --- LUs ------------------------------------------------------------------
 
     def listener(self, engine: object) -> CommandListener | None:
-        """The ring hook for `engine`'s LU; None (no per-command cost) with http off."""
-        if self.config is None:
+        """The ring hook for `engine`'s LU; None (no per-command cost) when nothing
+        reads the metrics (http and otlp off)."""
+        if self.config is None and self.otlp_config is None:
             return None
         return self.metrics.command_listener(device_kind(engine), engine)
 
@@ -88,7 +93,11 @@ class Observability:
     # --- HTTP -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind and serve `http.listen` (ConfigError naming the key if it cannot)."""
+        """Bind and serve `http.listen` (ConfigError naming the key if it cannot); start
+        the OTLP export when `otlp.endpoint` is set."""
+        if self.otlp_config is not None and self.otlp is None:
+            self.otlp = OtlpExport(self.metrics.registry, self.otlp_config, self.product)
+            self.otlp.start()
         if self.config is None or self.http is not None:
             return
         self.http = HttpService(
@@ -99,6 +108,9 @@ class Observability:
         log.info("http: /health /metrics /sessions /info on %s", self.config.listen)
 
     def close(self) -> None:
+        if self.otlp is not None:
+            self.otlp.close()
+            self.otlp = None
         if self.http is not None:
             self.http.close()
             self.http = None

@@ -51,12 +51,14 @@ from thur.config import (
     parse_daemon_keys,
     parse_http,
     parse_iscsi,
+    parse_otlp,
     parse_portal,
     parse_tcmu,
     read_yaml,
     reject_unknown,
 )
 from thur.config_schema import VSA_SCHEMA, Section
+from thur.otlp import OtlpConfig
 from thur.storage_config import BackendConfig, PoolSettings, parse_backend, parse_pool
 
 DEFAULT_TARGET_IQN = "iqn.2026-11.io.thur:vsa"
@@ -92,6 +94,7 @@ class VsaConfig:
     admin_group: str | None = None
     instance: str = DEFAULT_INSTANCE
     http: HttpConfig | None = DEFAULT_HTTP  # None: no HTTP endpoint
+    otlp: OtlpConfig | None = None  # None: no OTLP export
     lio_db_root: Path = Path(DEFAULT_LIO_DB_ROOT)
     transports: tuple[str, ...] = ("iscsi",)
     nvme: NvmeConfig = field(default_factory=NvmeConfig)
@@ -196,6 +199,7 @@ def parse_vsa_config(raw: object) -> VsaConfig:
         admin_group=keys.admin_group,
         instance=keys.instance,
         http=parse_http(top, schema.section("http")),
+        otlp=parse_otlp(top, schema.section("otlp")),
         lio_db_root=keys.lio_db_root,
         transports=_transports(top.get("transport", schema.default("transport"))),
         nvme=parse_nvme(top.get("nvme"), schema.section("nvme")),

@@ -92,7 +92,7 @@ class Daemon:
         self.admin: AdminServer | None = None
         self.obs = Observability(
             "thurvsa", config.http, tier=self.storage.tier, target_iqn=config.iscsi.target_iqn,
-            info=self._info,
+            info=self._info, otlp=config.otlp,
             gauges={"volumes": ("Volumes exported", lambda: len(self.exports))},
         )
         self._stop = threading.Event()

@@ -89,7 +89,7 @@ class Daemon:
         self.admin: AdminServer | None = None
         self.obs = Observability(
             "thurvtl", config.http, tier=self.storage.tier, target_iqn=config.iscsi.target_iqn,
-            info=self._info,
+            info=self._info, otlp=config.otlp,
             gauges={"cartridges": ("Cartridges in the library",
                                    lambda: len(self.storage.source.list()))},
         )
