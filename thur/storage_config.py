@@ -47,6 +47,10 @@ UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 <
 SECRET_KEYS = {"secret_access_key", "session_token", "credential", "connection_string"}
 
 
+class StorageUnavailable(RuntimeError):
+    """The backend failed its start-up check; the daemon refuses to start."""
+
+
 @dataclass(frozen=True)
 class BackendConfig:
     """Where the durable copy lives. `options` are the kind's own keys, checked."""

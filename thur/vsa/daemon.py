@@ -32,15 +32,12 @@ survives it (docs/VOLUMES.md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import configfs
@@ -48,23 +45,21 @@ from configfs.direct import KernelFs
 from configfs.paths import ConfigfsPaths
 from handlers.scsi import ThinDisk
 from handlers.tcmu import TcmuDevice
-from thur import systemd
+from thur import daemon_main, systemd
 from thur.admin import AdminServer
 from thur.audit import AuditLog
+from thur.daemon_main import DaemonProduct, teardown_ledger
 from thur.fsutil import fsync_dir
 from thur.observe import Observability
 from thur.system_verbs import system_verbs
 from thur.volume import Volume
-from thur.vsa.config import ConfigError, VsaConfig, load_vsa_config
-from thur.vsa.storage import StorageUnavailable, VsaStorage
+from thur.vsa.config import VsaConfig, load_vsa_config
+from thur.vsa.storage import VsaStorage
 from thur.vsa.topology import Export, backstore_name, build_target_state, loop_wwn, nsid
 from thur.vsa.verbs import vsa_verbs
 
 log = logging.getLogger("thurvsad")
 DEFAULT_CONFIG = Path("/etc/thurvsa/thurvsa.yaml")
-EXIT_CONFIG = 2
-EXIT_KERNEL = 3
-EXIT_STORAGE = 4
 ISCSI_ROOT = configfs.DEFAULT_ROOT / "target" / "iscsi"
 PROC_NET = Path("/proc/net")
 
@@ -442,85 +437,39 @@ def ledger_path(config: VsaConfig) -> Path:
 
 def teardown_leftovers(config: VsaConfig) -> int:
     """`thurvsad --teardown`: remove what a crashed daemon left in the kernel."""
-    ledger = configfs.Ledger.load(ledger_path(config))
-    for warning in configfs.teardown(ledger):
-        log.warning("%s", warning)
+    status = teardown_ledger(ledger_path(config))
     KernelSizes(config.data_dir / "exports.json").clear()
-    log.info("teardown complete")
-    return 0
+    return status
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="thurvsad", description="Thur VSA daemon")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    parser.add_argument(
-        "--teardown",
-        action="store_true",
-        help="remove the kernel objects a previous run created, then exit",
-    )
-    return parser.parse_args(argv)
+def nvme_kernel(config: VsaConfig, teardown: bool) -> list[str]:
+    """The NVMe target modules when NVMe/TCP is on; with `nvme.tls`, the reasons the
+    kernel or tlshd cannot do TLS (refused rather than serve in clear a port the
+    config says must be encrypted)."""
+    if not config.nvme_enabled:
+        return []
+    configfs.load_nvme_modules(tls=config.nvme.tls)
+    if not config.nvme.tls or teardown:
+        return []
+    problems = [f"nvme.tls: {p}" for p in configfs.nvme_tls_problems()]
+    if not problems:
+        warn_missing_psks(config)
+    return problems
+
+
+PRODUCT = DaemonProduct(
+    prog="thurvsad",
+    description="Thur VSA daemon",
+    default_config=DEFAULT_CONFIG,
+    load_config=load_vsa_config,
+    make_daemon=Daemon,
+    teardown=teardown_leftovers,
+    kernel_extras=nvme_kernel,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        config = load_vsa_config(args.config)
-    except ConfigError as exc:
-        print(f"thurvsad: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    problems = configfs.check_prerequisites()
-    if problems:
-        for problem in problems:
-            print(f"thurvsad: {problem}", file=sys.stderr)
-        return EXIT_KERNEL
-    try:
-        configfs.load_modules()
-        if config.nvme_enabled:
-            configfs.load_nvme_modules(tls=config.nvme.tls)
-    except configfs.PrerequisiteError as exc:
-        print(f"thurvsad: {exc}", file=sys.stderr)
-        return EXIT_KERNEL
-    if config.nvme_enabled and config.nvme.tls and not args.teardown:
-        # Refuse rather than serve a port the config says must be encrypted in clear.
-        problems = configfs.nvme_tls_problems()
-        if problems:
-            for problem in problems:
-                print(f"thurvsad: nvme.tls: {problem}", file=sys.stderr)
-            return EXIT_KERNEL
-        warn_missing_psks(config)
-    if args.teardown:
-        return teardown_leftovers(config)
-
-    try:
-        daemon = Daemon(config)
-    except StorageUnavailable as exc:
-        print(f"thurvsad: storage check failed, not starting:\n{exc}", file=sys.stderr)
-        return EXIT_STORAGE
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        daemon.request_stop(detach_only=signum == signal.SIGUSR1)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        signal.signal(sig, on_signal)
-    try:
-        daemon.start()
-    except ConfigError as exc:  # http.listen cannot be bound
-        print(f"thurvsad: {exc}", file=sys.stderr)
-        daemon.request_stop(detach_only=True)
-        daemon.shutdown()
-        return EXIT_CONFIG
-    except configfs.ConfigfsError as exc:
-        log.error("kernel configuration failed: %s", exc)
-        daemon.request_stop(detach_only=daemon.reattaching)
-        daemon.shutdown()
-        return EXIT_KERNEL
-    daemon.serve()
-    return 0
+    return daemon_main.main(PRODUCT, argv)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,10 @@ import logging
 from pathlib import Path
 
 from thur.cloud import check
-from thur.storage_config import BackendConfig, PoolSettings, build_tier
+from thur.storage_config import BackendConfig, PoolSettings, StorageUnavailable, build_tier
 from thur.volume import VolumeConfig, VolumeStore
 
 log = logging.getLogger(__name__)
-
-
-class StorageUnavailable(RuntimeError):
-    """The backend failed its start-up check; the daemon refuses to start."""
 
 
 class VsaStorage:

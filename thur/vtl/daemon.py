@@ -19,21 +19,19 @@ replayed), reattaches and unblocks. A kill -9 takes the same path on restart.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import configfs
 from handlers.tcmu import TcmuDevice
-from thur import systemd
+from thur import daemon_main, systemd
 from thur.admin import AdminServer
 from thur.audit import AuditLog
-from thur.config import ConfigError, VtlConfig, load_vtl_config
+from thur.config import VtlConfig, load_vtl_config
+from thur.daemon_main import DaemonProduct, teardown_ledger
 from thur.library import (
     InventoryCorrupt,
     LibraryChanger,
@@ -44,7 +42,7 @@ from thur.library import (
 )
 from thur.observe import Observability
 from thur.system_verbs import system_verbs
-from thur.vtl.storage import StorageUnavailable, VtlStorage
+from thur.vtl.storage import VtlStorage
 from thur.vtl.topology import (
     LogicalUnit,
     build_drives,
@@ -55,9 +53,6 @@ from thur.vtl.verbs import library_verbs
 
 log = logging.getLogger("thurvtld")
 DEFAULT_CONFIG = Path("/etc/thurvtl/thurvtl.yaml")
-EXIT_CONFIG = 2
-EXIT_KERNEL = 3
-EXIT_STORAGE = 4
 
 
 class Daemon:
@@ -217,82 +212,19 @@ def ledger_path(config: VtlConfig) -> Path:
     return config.data_dir / "configfs-ledger.json"
 
 
-def teardown_leftovers(config: VtlConfig) -> int:
-    """`thurvtld --teardown`: remove what a crashed daemon left in the kernel."""
-    ledger = configfs.Ledger.load(ledger_path(config))
-    warnings = configfs.teardown(ledger)
-    for warning in warnings:
-        log.warning("%s", warning)
-    log.info("teardown complete")
-    return 0
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="thurvtld", description="Thur VTL daemon")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    parser.add_argument(
-        "--teardown",
-        action="store_true",
-        help="remove the kernel objects a previous run created, then exit",
-    )
-    return parser.parse_args(argv)
+PRODUCT = DaemonProduct(
+    prog="thurvtld",
+    description="Thur VTL daemon",
+    default_config=DEFAULT_CONFIG,
+    load_config=load_vtl_config,
+    make_daemon=Daemon,
+    teardown=lambda config: teardown_ledger(ledger_path(config)),
+    config_refusals=(ShrinkRefused, InventoryCorrupt),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        config = load_vtl_config(args.config)
-    except ConfigError as exc:
-        print(f"thurvtld: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    problems = configfs.check_prerequisites()
-    if problems:
-        for problem in problems:
-            print(f"thurvtld: {problem}", file=sys.stderr)
-        return EXIT_KERNEL
-    try:
-        configfs.load_modules()
-    except configfs.PrerequisiteError as exc:
-        print(f"thurvtld: {exc}", file=sys.stderr)
-        return EXIT_KERNEL
-    if args.teardown:
-        return teardown_leftovers(config)
-
-    try:
-        daemon = Daemon(config)
-    except (ShrinkRefused, InventoryCorrupt) as exc:
-        print(f"thurvtld: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except StorageUnavailable as exc:
-        print(f"thurvtld: storage check failed, not starting:\n{exc}", file=sys.stderr)
-        return EXIT_STORAGE
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        daemon.request_stop(detach_only=signum == signal.SIGUSR1)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        signal.signal(sig, on_signal)
-    try:
-        daemon.start()
-    except ConfigError as exc:  # http.listen cannot be bound
-        print(f"thurvtld: {exc}", file=sys.stderr)
-        daemon.request_stop(detach_only=True)
-        daemon.shutdown()
-        return EXIT_CONFIG
-    except configfs.ConfigfsError as exc:
-        log.error("kernel configuration failed: %s", exc)
-        # Tear down only what this start created; after a crash or an upgrade the
-        # kernel objects carry live sessions, so leave them for the next attempt.
-        daemon.request_stop(detach_only=daemon.reattaching)
-        daemon.shutdown()
-        return EXIT_KERNEL
-    daemon.serve()
-    return 0
+    return daemon_main.main(PRODUCT, argv)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,13 @@ from pathlib import Path
 from thur.cloud import check
 from thur.library import CartridgeExists, CartridgeNotFound
 from thur.library.barcode import BarcodeError
-from thur.storage_config import BackendConfig, PoolSettings, build_tier
+from thur.storage_config import BackendConfig, PoolSettings, StorageUnavailable, build_tier
 from thur.tape import Medium
 from thur.tape.manifest import InvalidBarcode
 from thur.tape.store import CartridgeExists as StoreCartridgeExists
 from thur.tape.store import CartridgeStore, UnknownCartridge
 
 log = logging.getLogger(__name__)
-
-
-class StorageUnavailable(RuntimeError):
-    """The backend failed its start-up check; the daemon refuses to start."""
 
 
 class VtlStorage:
