@@ -81,6 +81,20 @@ def yes_no(value: bool | None) -> str:
 # ---- parser skeleton ----------------------------------------------------------------------
 
 
+def format_chap(c: dict[str, Any]) -> str:
+    def who(entry: dict[str, Any] | None) -> str:
+        return "-" if entry is None else f"user {entry['userid']}, password {entry['password']}"
+
+    return fields([
+        ("Target", c["target_iqn"]),
+        ("Initiators", ", ".join(c["acls"]) or "any (demo mode)"),
+        ("CHAP", who(c["chap"])),
+        ("Mutual CHAP", who(c["mutual_chap"])),
+        ("Discovery CHAP", who(c["discovery_chap"])),
+    ]) + "\nset in the config file (iscsi: chap / mutual_chap / discovery_chap); " \
+         "restart the daemon to apply"
+
+
 def json_parent() -> argparse.ArgumentParser:
     """`--json` accepted after the subcommand too (`thurvtl cartridge list --json`).
 

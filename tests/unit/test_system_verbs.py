@@ -276,8 +276,9 @@ def test_thurvsa_system_verbs_over_volumes(tmp_path: Path,
     def logical() -> int:
         return sum(volumes.info(n)["mapped_bytes"] for n in volumes.list())
 
-    server = AdminServer(tmp_path / "vsa.sock", system_verbs(tier, volumes.owners, logical,
-                                                              gc_config=GcConfig(grace=0)))
+    iscsi = IscsiConfig("iqn.2026-11.io.thur:vsa", chap=Chap("esx", SECRET))
+    server = AdminServer(tmp_path / "vsa.sock", system_verbs(
+        tier, volumes.owners, logical, iscsi=iscsi, gc_config=GcConfig(grace=0)))
     server.start()
     try:
         base = ["--socket", str(tmp_path / "vsa.sock")]
@@ -290,6 +291,10 @@ def test_thurvsa_system_verbs_over_volumes(tmp_path: Path,
         captured = capsys.readouterr()
         assert "marked volume:v1 (1/1)" in captured.err, captured.err
         assert captured.out.startswith("garbage collection (dry run, nothing changed)")
+        assert vsa_cli.main([*base, "iscsi", "chap"]) == 0
+        out = capsys.readouterr().out
+        assert "user esx, password (set)" in out and SECRET not in out
+        assert "any (demo mode)" in out
     finally:
         server.close()
         volumes.shutdown()

@@ -35,6 +35,7 @@ from thur.cli_common import (
     base_parser,
     binary_size,
     fields,
+    format_chap,
     json_parent,
     run_main,
     table,
@@ -143,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.add_argument("--force", action="store_true",
                         help="even while initiators are logged in (their I/O to it fails)")
+    iscsi = sub.add_parser("iscsi", help="the iSCSI target")
+    iscsi_sub = iscsi.add_subparsers(dest="verb", required=True)
+    iscsi_sub.add_parser("chap", parents=[json_flag],
+                         help="CHAP settings and initiator ACLs (passwords redacted)")
     system_cli.add_parser(sub, json_flag, PRODUCT)
     completion.add_parser(sub)
     config_cli.add_parser(sub, PRODUCT)
@@ -163,6 +168,9 @@ def run(args: argparse.Namespace) -> Outcome:
         from thur.shell.vsa import main as shell_main  # configshell loads readline: only here
 
         return int(shell_main(sock, args.line))
+    if args.noun == "iscsi":
+        result = call(sock, "iscsi.chap")
+        return result, format_chap(result)
     if args.noun == "config":
         return config_cli.run(args, PRODUCT)
     if args.noun == "completion":

@@ -310,7 +310,7 @@ class Daemon:
             return sum(self.store.info(name)["mapped_bytes"] for name in self.store.list())
 
         return vsa_verbs(self.store, self, self._info) | system_verbs(
-            self.storage.tier, self.store.owners, logical)
+            self.storage.tier, self.store.owners, logical, iscsi=self.config.iscsi)
 
     def _info(self) -> dict[str, Any]:
         with self.lock:

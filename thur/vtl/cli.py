@@ -34,6 +34,7 @@ from thur.cli_common import (
     base_parser,
     decimal_size,
     fields,
+    format_chap,
     json_parent,
     run_main,
     table,
@@ -183,20 +184,6 @@ def format_drive(d: dict[str, Any]) -> str:
                      f"({size(stats['mount_read'])} this mount)"),
         ]
     return fields(rows)
-
-
-def format_chap(c: dict[str, Any]) -> str:
-    def who(entry: dict[str, Any] | None) -> str:
-        return "-" if entry is None else f"user {entry['userid']}, password {entry['password']}"
-
-    return fields([
-        ("Target", c["target_iqn"]),
-        ("Initiators", ", ".join(c["acls"]) or "any (demo mode)"),
-        ("CHAP", who(c["chap"])),
-        ("Mutual CHAP", who(c["mutual_chap"])),
-        ("Discovery CHAP", who(c["discovery_chap"])),
-    ]) + "\nset in the config file (iscsi: chap / mutual_chap / discovery_chap); " \
-         "restart the daemon to apply"
 
 
 # ---- commands -----------------------------------------------------------------------------
