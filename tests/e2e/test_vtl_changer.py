@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 
 from tests.e2e import kit
+from tests.e2e.tape_kit import attached
 
 IQN = "iqn.2026-11.io.thur:e2e"
 # write_config's library: 8 slots, 2 mail slots (mtx slots 9 and 10), 2 drives.
@@ -27,17 +28,6 @@ SLOT_RE = re.compile(r"^\s*Storage Element (\d+)( IMPORT/EXPORT)?:(Empty|Full)(.
 TAG_RE = re.compile(r"VolumeTag\s*=\s*(\S+)")
 
 State = dict[str, str | None]
-
-
-def _attached() -> list[kit.ScsiDev]:
-    def ready() -> list[kit.ScsiDev] | None:
-        devs = kit.our_devices()
-        kinds = sorted(d.kind for d in devs)
-        if kinds == ["mediumx", "tape", "tape"] and all(d.node != "-" for d in devs):
-            return devs
-        return None
-
-    return kit.wait_for("1 changer and 2 drives", ready, kit.DEVICE_TIMEOUT)
 
 
 def _changer_sg(devs: list[kit.ScsiDev]) -> str:
@@ -120,7 +110,7 @@ def test_mtx_moves_and_refusals(vtl: Callable[..., kit.Daemon]) -> None:
     daemon.cli("cartridge list")
     kit.discover()
     kit.login(IQN)
-    devs = _attached()
+    devs = attached()
     sg = _changer_sg(devs)
     state = dict(slot_1="E2E001L8", slot_2="E2E002L8", slot_5="E2E005L8", slot_9="CLN001L8")
     expect(daemon, sg, **state)
@@ -181,7 +171,7 @@ def test_inventory_survives_kill9_and_upgrade_restart(vtl: Callable[..., kit.Dae
     daemon.cli("cartridge create KIL003L8 --mail-slot 2")
     kit.discover()
     kit.login(IQN)
-    devs = _attached()
+    devs = attached()
     sg = _changer_sg(devs)
     kit.sh(f"mtx -f {sg} load 1 1")
     kit.sh(f"mtx -f {sg} transfer 2 6")
