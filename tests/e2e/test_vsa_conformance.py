@@ -83,19 +83,22 @@ KNOWN_SKIPS: dict[str, str] = {
 SLOW_SUITES: tuple[str, ...] = tuple(
     f"{cmd}{size}" for cmd in ("Read", "Write", "Verify", "WriteVerify") for size in (12, 16))
 
-# Run on their own, after the main run (their result there replaces the main run's):
-# AbortTaskSimpleAsync logs its session out and leaves libiscsi with none, so the two
-# iSCSITMF tests after it are kept out of the main run (they would be skipped as "Not an
+# Each suite runs in its own iscsi-test-cu invocation, and each invocation starts only
+# once LIO has freed every session of the target and no LU holds an SPC-2 reservation:
+# a reservation is released only when LIO frees its holder's session, asynchronously,
+# and some tests leave one behind (Sanitize.Reservations drops a reserving connection
+# without a logout; Reserve6.Target*Reset reserve and cannot reset; Reserve6.Logout when
+# it loses its race). Under load that failed the next suite with RESERVATION CONFLICT.
+#
+# iSCSITMF: AbortTaskSimpleAsync logs its session out and leaves libiscsi with none, so
+# the two tests after it in the suite each run alone (they would be skipped as "Not an
 # iSCSI device").
 SPLIT_SUITES = ("iSCSITMF",)
 ALONE = ("iSCSITMF.LUNResetSimpleAsync", "iSCSITMF.LogoutDuringIOAsync")
-# SPC-2 RESERVE(6) tests run on an LU of their own, one test per iscsi-test-cu run, each
-# once LIO has freed every session and holds no reservation on that LU: the reservation
-# another suite or test leaves behind (Target*Reset reserve and cannot reset; a lost
-# Logout race) is released only when LIO frees that session, asynchronously.
+# SPC-2 RESERVE(6) tests run on an LU of their own, one test per invocation.
 RESERVE_SUITE = "Reserve6"
 RESERVE_LUN = 2
-RESERVE_TIMEOUT = 120.0
+RELEASE_TIMEOUT = 120.0
 
 
 def _known(name: str, table: dict[str, str]) -> str | None:
@@ -135,21 +138,19 @@ def vsa() -> Iterator[VsaDaemon]:
 # ---- libiscsi --------------------------------------------------------------------------
 
 
-def _selection() -> tuple[list[str], list[str]]:
-    """The -t arguments: the main run, then the tests that must run alone; and the
-    RESERVE(6) tests, one by one."""
+def _selection() -> list[tuple[str, int]]:
+    """The -t argument and the LUN of each iscsi-test-cu invocation, in order."""
     listed = kit.sh("iscsi-test-cu --list").stdout.split()
     suites = [s.removeprefix("ALL.") for s in listed if re.fullmatch(r"ALL\.[^.]+", s)]
+    tests = [t.removeprefix("ALL.") for t in listed
+             if t.startswith("ALL.") and t.count(".") == 2]
     full = os.environ.get("THUR_CONFORMANCE", "").lower() == "all"
-    main = [f"ALL.{s}" for s in suites
+    runs = [(f"ALL.{s}", 0) for s in suites
             if s not in (*SPLIT_SUITES, RESERVE_SUITE) and (full or s not in SLOW_SUITES)]
-    # The rest of the split suites, test by test.
-    listed_tests = [t.removeprefix("ALL.") for t in listed if t.startswith("ALL.")]
-    main += [f"ALL.{t}" for t in listed_tests
-             if t.split(".")[0] in SPLIT_SUITES and t.count(".") == 1 and t not in ALONE]
-    reserve = [f"ALL.{t}" for t in listed_tests
-               if t.split(".")[0] == RESERVE_SUITE and t.count(".") == 1]
-    return [",".join(main), *(f"ALL.{t}" for t in ALONE)], reserve
+    split = [f"ALL.{t}" for t in tests if t.split(".")[0] in SPLIT_SUITES and t not in ALONE]
+    runs += [(",".join(split), 0), *((f"ALL.{t}", 0) for t in ALONE)]
+    runs += [(f"ALL.{t}", RESERVE_LUN) for t in tests if t.split(".")[0] == RESERVE_SUITE]
+    return runs
 
 
 def _res_holder(serial: str) -> str:
@@ -160,11 +161,14 @@ def _res_holder(serial: str) -> str:
     raise AssertionError(f"no backstore with unit serial {serial}")
 
 
-def _wait_released(serial: str) -> None:
-    """Until LIO has freed every session of the target and the LU holds no reservation."""
-    kit.wait_for("LIO to free the sessions and their reservations",
-                 lambda: not iscsi_sessions(IQN) and "Reservation:" not in _res_holder(serial),
-                 RESERVE_TIMEOUT)
+def _wait_released(serials: list[str]) -> None:
+    """Until LIO has freed every session of the target and no LU holds an SPC-2
+    reservation (a persistent, SPC-3 one outlives sessions by design: not waited for)."""
+    kit.wait_for(
+        "LIO to free the sessions and their SPC-2 reservations",
+        lambda: not iscsi_sessions(IQN)
+        and not any("SPC-2 Reservation:" in _res_holder(s) for s in serials),
+        RELEASE_TIMEOUT)
 
 
 def _run_cu(selection: str, url: str) -> dict[str, libiscsi.TestResult]:
@@ -180,15 +184,13 @@ def _run_cu(selection: str, url: str) -> dict[str, libiscsi.TestResult]:
 def test_libiscsi_conformance(vsa: VsaDaemon) -> None:
     vsa.cli(f"volume create cu --size {CU_VOLUME_SIZE} --lun 0")
     vsa.cli(f"volume create r6 --size 64M --lun {RESERVE_LUN}")
-    serial = json.loads(vsa.cli("volume info r6 --json").stdout)["serial"]
+    serials = [json.loads(vsa.cli(f"volume info {name} --json").stdout)["serial"]
+               for name in ("cu", "r6")]
     host = PORTAL.split(":")[0]
-    main, reserve = _selection()
     results: dict[str, libiscsi.TestResult] = {}
-    for selection in main:
-        results.update(_run_cu(selection, f"iscsi://{host}/{IQN}/0"))
-    for selection in reserve:
-        _wait_released(serial)
-        results.update(_run_cu(selection, f"iscsi://{host}/{IQN}/{RESERVE_LUN}"))
+    for selection, lun in _selection():
+        _wait_released(serials)
+        results.update(_run_cu(selection, f"iscsi://{host}/{IQN}/{lun}"))
     counts = libiscsi.counts(results)
     slowest = sorted(results.values(), key=lambda r: -r.seconds)[:15]
     print(f"libiscsi: {len(results)} tests: {counts}", flush=True)
