@@ -53,6 +53,32 @@ class DaemonNotRunning(AdminError):
     """Nothing listens on the admin socket (as opposed to a refusal)."""
 
 
+# --- a verb's arguments, checked: a wrong type is a one-line refusal naming it --------
+
+
+def int_arg(args: dict[str, Any], name: str, *, required: bool = True) -> int | None:
+    value = args.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AdminError(f"'{name}' must be a whole number, not {value!r}")
+    return value
+
+
+def str_arg(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str):
+        raise AdminError(f"'{name}' must be a string, not {value!r}")
+    return value
+
+
+def bool_arg(args: dict[str, Any], name: str) -> bool:
+    value = args.get(name, False)
+    if not isinstance(value, bool):
+        raise AdminError(f"'{name}' must be true or false, not {value!r}")
+    return value
+
+
 def read_only(handler: Handler) -> Handler:
     """Mark a verb that changes nothing: the audit log does not record its calls."""
 

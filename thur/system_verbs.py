@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from thur.admin import AdminError, Handler, Progress, read_only, streaming
+from thur.admin import AdminError, Handler, Progress, bool_arg, read_only, streaming
 from thur.cloud import BackendError, GarbageCollector, GcConfig, TieredPool, check
 from thur.config import Chap, IscsiConfig
 from thur.pool.gc import ChunkOwner
@@ -45,13 +45,6 @@ Args = dict[str, Any]
 
 def _ratio(num: int | None, den: int) -> float | None:
     return round(num / den, 4) if num is not None and den > 0 else None
-
-
-def _bool(args: Args, name: str) -> bool:
-    value = args.get(name, False)
-    if not isinstance(value, bool):
-        raise AdminError(f"'{name}' must be true or false, not {value!r}")
-    return value
 
 
 class SystemVerbs:
@@ -128,7 +121,7 @@ class SystemVerbs:
         }
 
     def gc(self, args: Args, progress: Progress) -> dict[str, Any]:
-        dry_run = _bool(args, "dry_run")
+        dry_run = bool_arg(args, "dry_run")
         if not self._gc_lock.acquire(blocking=False):
             raise AdminError("a garbage collection is already running; try again when it ends")
         try:

@@ -32,7 +32,7 @@ import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from thur.admin import AdminError, Handler, read_only
+from thur.admin import AdminError, Handler, int_arg, read_only, str_arg
 from thur.volume import InvalidVolumeName, VolumeError, VolumeStore, VolumeStoreError
 
 # Errors whose message is a one-line answer for the operator.
@@ -72,22 +72,6 @@ def _refusals_to_admin_errors(handler: Callable[[Args], Any]) -> Handler:
             raise AdminError(str(exc) or type(exc).__name__) from exc
 
     return run
-
-
-def _int(args: Args, name: str, *, required: bool = True) -> int | None:
-    value = args.get(name)
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise AdminError(f"'{name}' must be a whole number, not {value!r}")
-    return value
-
-
-def _str(args: Args, name: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str):
-        raise AdminError(f"'{name}' must be a string, not {value!r}")
-    return value
 
 
 class VsaVerbs:
@@ -130,8 +114,8 @@ class VsaVerbs:
         }
 
     def volume_create(self, args: Args) -> dict[str, Any]:
-        name, size = _str(args, "name"), _int(args, "size")
-        lun = _int(args, "lun", required=False)
+        name, size = str_arg(args, "name"), int_arg(args, "size")
+        lun = int_arg(args, "lun", required=False)
         assert size is not None
         self.store.create(name, size, lun=lun)
         try:
@@ -147,10 +131,10 @@ class VsaVerbs:
         return [self.volume(name) for name in self.store.list()]
 
     def volume_info(self, args: Args) -> dict[str, Any]:
-        return self.volume(_str(args, "name"))
+        return self.volume(str_arg(args, "name"))
 
     def volume_resize(self, args: Args) -> dict[str, Any]:
-        name, size = _str(args, "name"), _int(args, "size")
+        name, size = str_arg(args, "name"), int_arg(args, "size")
         assert size is not None
         self.store.resize(name, size)
         if self.exporter.exported(name):
@@ -158,7 +142,7 @@ class VsaVerbs:
         return self.volume(name)
 
     def volume_delete(self, args: Args) -> dict[str, Any]:
-        name = _str(args, "name")
+        name = str_arg(args, "name")
         force = args.get("force", False)
         if not isinstance(force, bool):
             raise AdminError(f"'force' must be true or false, not {force!r}")

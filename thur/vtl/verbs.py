@@ -48,7 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 from handlers.scsi import ChangerError
-from thur.admin import AdminError, Handler, read_only
+from thur.admin import AdminError, Handler, int_arg, read_only, str_arg
 from thur.library import (
     BarcodeError,
     CartridgeExists,
@@ -75,22 +75,6 @@ def _refusals_to_admin_errors(handler: Callable[..., Any]) -> Handler:
             raise AdminError(str(exc) or type(exc).__name__) from exc
 
     return run
-
-
-def _int(args: Args, name: str, *, required: bool = True) -> int | None:
-    value = args.get(name)
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise AdminError(f"'{name}' must be a whole number, not {value!r}")
-    return value
-
-
-def _str(args: Args, name: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str):
-        raise AdminError(f"'{name}' must be a string, not {value!r}")
-    return value
 
 
 class LibraryVerbs:
@@ -149,8 +133,9 @@ class LibraryVerbs:
     # ---- verbs ---------------------------------------------------------------------------
 
     def cartridge_create(self, args: Args) -> dict[str, Any]:
-        barcode = _str(args, "barcode")
-        slot, mail = _int(args, "slot", required=False), _int(args, "mail_slot", required=False)
+        barcode = str_arg(args, "barcode")
+        slot = int_arg(args, "slot", required=False)
+        mail = int_arg(args, "mail_slot", required=False)
         if slot is not None and mail is not None:
             raise AdminError("give a slot or a mail slot, not both")
         at = None
@@ -168,10 +153,10 @@ class LibraryVerbs:
         return [self.cartridge(f) for f in self.changer.all_facts()]
 
     def cartridge_info(self, args: Args) -> dict[str, Any]:
-        return self.cartridge(self.changer.facts(_str(args, "barcode")))
+        return self.cartridge(self.changer.facts(str_arg(args, "barcode")))
 
     def cartridge_delete(self, args: Args) -> dict[str, Any]:
-        barcode = _str(args, "barcode")
+        barcode = str_arg(args, "barcode")
         force = args.get("force", False)
         if not isinstance(force, bool):
             raise AdminError(f"'force' must be true or false, not {force!r}")
@@ -210,7 +195,7 @@ class LibraryVerbs:
         return {"barcode": barcode, "from": self.location(src), "to": self.location(dst)}
 
     def changer_load(self, args: Args) -> dict[str, Any]:
-        slot_number, drive_index = _int(args, "slot"), _int(args, "drive")
+        slot_number, drive_index = int_arg(args, "slot"), int_arg(args, "drive")
         assert slot_number is not None and drive_index is not None
         src, dst = self.geometry.slot(slot_number), self.geometry.drive(drive_index)
         with self.changer.lock:
@@ -220,7 +205,7 @@ class LibraryVerbs:
         return self._moved(p.barcode, src, dst)
 
     def changer_unload(self, args: Args) -> dict[str, Any]:
-        drive_index, slot_number = _int(args, "drive"), _int(args, "slot", required=False)
+        drive_index, slot_number = int_arg(args, "drive"), int_arg(args, "slot", required=False)
         assert drive_index is not None
         src = self.geometry.drive(drive_index)
         dst = self.geometry.slot(slot_number) if slot_number is not None else None
@@ -233,7 +218,7 @@ class LibraryVerbs:
 
     def element(self, args: Args, name: str) -> Location:
         """`slot:3`, `mail:1`, `drive:0`, `0x0402` or `addr:1026` to a location."""
-        text = _str(args, name).strip().lower()
+        text = str_arg(args, name).strip().lower()
         kind, sep, number = text.partition(":")
         kinds = {"slot": self.geometry.slot, "mail": self.geometry.mail_slot,
                  "drive": self.geometry.drive}
@@ -266,7 +251,7 @@ class LibraryVerbs:
         return self._moved(p.barcode, src, dst)
 
     def drive_status(self, args: Args) -> list[dict[str, Any]]:
-        index = _int(args, "drive", required=False)
+        index = int_arg(args, "drive", required=False)
         drives = range(self.geometry.drives) if index is None else [index]
         return [self.drive(self.geometry.drive(i)) for i in drives]
 
