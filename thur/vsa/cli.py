@@ -28,18 +28,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from thur import audit_cli, completion, config_cli, system_cli
+from thur import audit_cli
 from thur.admin import call
 from thur.cli_common import (
     Outcome,
     base_parser,
     binary_size,
     fields,
-    format_chap,
     json_parent,
     run_main,
     table,
 )
+from thur.cli_nouns import SHARED, add_shared, run_shared
 from thur.vsa.config import load_vsa_config
 
 DEFAULT_SOCKET = Path(os.environ.get("THURVSA_SOCKET", "/run/thurvsa/admin.sock"))
@@ -144,40 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name")
     delete.add_argument("--force", action="store_true",
                         help="even while initiators are logged in (their I/O to it fails)")
-    iscsi = sub.add_parser("iscsi", help="the iSCSI target")
-    iscsi_sub = iscsi.add_subparsers(dest="verb", required=True)
-    iscsi_sub.add_parser("chap", parents=[json_flag],
-                         help="CHAP settings and initiator ACLs (passwords redacted)")
-    system_cli.add_parser(sub, json_flag, PRODUCT)
-    completion.add_parser(sub)
-    config_cli.add_parser(sub, PRODUCT)
-    shell = sub.add_parser("shell", help="interactive shell (targetcli-style, TAB completes); "
-                                         "with a command line, runs only that")
-    shell.add_argument("line", nargs=argparse.REMAINDER, metavar="COMMAND",
-                       help="e.g. `ls /`; without it, commands are read from the terminal "
-                            "(or, one per line, from a pipe)")
+    add_shared(sub, json_flag, PRODUCT)
     return parser
 
 
 def run(args: argparse.Namespace) -> Outcome:
     """Send the request for `args`; return the reply and its human rendering."""
+    if args.noun in SHARED:
+        return run_shared(args, PRODUCT, build_parser, size)
     sock = args.socket
-    if args.noun == "ping":
-        return call(sock, "ping"), "thurvsad is running"
-    if args.noun == "shell":
-        from thur.shell.vsa import main as shell_main  # configshell loads readline: only here
-
-        return int(shell_main(sock, args.line))
-    if args.noun == "iscsi":
-        result = call(sock, "iscsi.chap")
-        return result, format_chap(result)
-    if args.noun == "config":
-        return config_cli.run(args, PRODUCT)
-    if args.noun == "completion":
-        print(completion.script(args.shell, "thurvsa", build_parser()), end="")
-        return 0
-    if args.noun == "system":
-        return system_cli.run(args, PRODUCT, size)
     if args.noun == "info":
         result = call(sock, "vsa.info")
         return result, format_info(result)

@@ -27,19 +27,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from thur import audit_cli, completion, config_cli, system_cli
+from thur import audit_cli
 from thur.admin import call
 from thur.cli_common import (
     Outcome,
     base_parser,
     decimal_size,
     fields,
-    format_chap,
     json_parent,
     run_main,
     table,
     yes_no,
 )
+from thur.cli_nouns import SHARED, add_shared, run_shared
 from thur.config import load_vtl_config
 
 DEFAULT_SOCKET = Path(os.environ.get("THURVTL_SOCKET", "/run/thurvtl/admin.sock"))
@@ -251,19 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("drive", type=int, nargs="?",
                         help="one drive in detail (default: a table of all)")
 
-    iscsi = sub.add_parser("iscsi", help="the iSCSI target")
-    iscsi_sub = iscsi.add_subparsers(dest="verb", required=True)
-    iscsi_sub.add_parser("chap", parents=[json_flag],
-                         help="CHAP settings (passwords redacted; set in the config file)")
-
-    system_cli.add_parser(sub, json_flag, PRODUCT)
-    completion.add_parser(sub)
-    config_cli.add_parser(sub, PRODUCT)
-    shell = sub.add_parser("shell", help="interactive shell (targetcli-style, TAB completes); "
-                                         "with a command line, runs only that")
-    shell.add_argument("line", nargs=argparse.REMAINDER, metavar="COMMAND",
-                       help="e.g. `ls /`; without it, commands are read from the terminal "
-                            "(or, one per line, from a pipe)")
+    add_shared(sub, json_flag, PRODUCT)
     return parser
 
 
@@ -307,20 +295,9 @@ def run_changer(args: argparse.Namespace) -> tuple[Any, str]:
 
 def run(args: argparse.Namespace) -> Outcome:
     """Send the request for `args`; return the reply and its human rendering."""
+    if args.noun in SHARED:
+        return run_shared(args, PRODUCT, build_parser, size)
     sock = args.socket
-    if args.noun == "ping":
-        return call(sock, "ping"), "thurvtld is running"
-    if args.noun == "shell":
-        from thur.shell.vtl import main as shell_main  # configshell loads readline: only here
-
-        return int(shell_main(sock, args.line))
-    if args.noun == "config":
-        return config_cli.run(args, PRODUCT)
-    if args.noun == "completion":
-        print(completion.script(args.shell, "thurvtl", build_parser()), end="")
-        return 0
-    if args.noun == "system":
-        return system_cli.run(args, PRODUCT, size)
     if args.noun == "library":
         if args.verb == "bounds":
             result = call(sock, "library.bounds")
@@ -333,9 +310,6 @@ def run(args: argparse.Namespace) -> Outcome:
         request = {} if args.drive is None else {"drive": args.drive}
         result = call(sock, "drive.status", request)
         return result, format_drives(result) if args.drive is None else format_drive(result[0])
-    if args.noun == "iscsi":
-        result = call(sock, "iscsi.chap")
-        return result, format_chap(result)
     return run_changer(args)
 
 
