@@ -47,7 +47,7 @@ from handlers.scsi import ThinDisk
 from handlers.tcmu import TcmuDevice
 from thur import daemon_main, systemd
 from thur.admin import AdminServer
-from thur.audit import AuditLog
+from thur.daemon_common import admin_server, apply_state, attach_device, find_backstore
 from thur.daemon_main import DaemonProduct, teardown_ledger
 from thur.fsutil import fsync_dir
 from thur.observe import Observability
@@ -135,10 +135,7 @@ class Daemon:
                     reattach = export.backstore in existing and export.backstore not in recreated
                     self._attach(export, reattach=reattach)
 
-        report = configfs.apply(state, self.ledger, on_backstores_ready=attach)
-        for warning in report.warnings:
-            log.warning("configfs: %s", warning)
-        log.info("configfs: %d changes applied", len(report.done))
+        apply_state(state, self.ledger, attach)
         for export in self.exports.values():
             self.kernel_sizes.set(export.name, export.kernel_size)
 
@@ -154,32 +151,19 @@ class Daemon:
             if existing:
                 log.info("found %d backstores from a previous run: reattaching", len(existing))
             self._apply(self._state(), existing)
-        # Every state change through the socket is recorded (thur/audit.py).
-        self.admin = AdminServer(self.config.admin_socket, self._verbs(),
-                                 group=self.config.admin_group or "thurvsa",
-                                 audit=AuditLog(self.config.data_dir / "audit"))
-        self.admin.start()
+        self.admin = admin_server(self.config.admin_socket, self._verbs(),
+                                  group=self.config.admin_group, default_group="thurvsa",
+                                  data_dir=self.config.data_dir)
 
     def _attach(self, export: Export, reattach: bool) -> None:
-        ref = self._find(export.backstore)
-        if ref is None:
-            raise configfs.BackstoreNotFound(export.backstore)
-        if reattach:
-            # Fail what was in flight back to the initiator (it retries), never replay.
-            configfs.prepare_reattach(ref, mode=2)
-        device = self.obs.open_device(ref.hba, ref.name, export.engine)
-        device.start()
+        device, ref = attach_device(self.obs, self.ledger, export.backstore, export.engine,
+                                    reattach=reattach)
         self.devices[export.name] = device
-        if reattach:
-            configfs.finish_reattach(ref)
         verb = "reattached" if reattach else "serving"
         log.info("LUN %d %s: %s (user_%d/%s)", export.lun, export.name, verb, ref.hba, ref.name)
 
     def _find(self, name: str) -> configfs.BackstoreRef | None:
-        try:
-            return configfs.find_user_backstore(name, ledger=self.ledger)
-        except configfs.BackstoreNotFound:
-            return None
+        return find_backstore(name, self.ledger)
 
     def serve(self) -> None:
         served = []

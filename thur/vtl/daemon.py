@@ -29,8 +29,8 @@ import configfs
 from handlers.tcmu import TcmuDevice
 from thur import daemon_main, systemd
 from thur.admin import AdminServer
-from thur.audit import AuditLog
 from thur.config import VtlConfig, load_vtl_config
+from thur.daemon_common import admin_server, apply_state, attach_device, find_backstore
 from thur.daemon_main import DaemonProduct, teardown_ledger
 from thur.library import (
     InventoryCorrupt,
@@ -103,42 +103,23 @@ class Daemon:
             log.info("found %d backstores from a previous run: reattaching", len(existing))
 
         def attach(recreated: list[str]) -> None:
-            # Runs after every backstore exists and before any LUN is exported,
-            # so no initiator ever waits on a ring nobody serves.
             for unit in self.units:
                 self._attach(unit, reattach=unit.name in existing and unit.name not in recreated)
 
-        report = configfs.apply(self.state, self.ledger, on_backstores_ready=attach)
-        for warning in report.warnings:
-            log.warning("configfs: %s", warning)
-        log.info("configfs: %d changes applied", len(report.done))
-        # Every state change through the socket is recorded (thur/audit.py).
-        self.admin = AdminServer(self.config.admin_socket, self._verbs(),
-                                 group=self.config.admin_group or "thurvtl",
-                                 audit=AuditLog(self.config.data_dir / "audit"))
-        self.admin.start()
+        apply_state(self.state, self.ledger, attach)
+        self.admin = admin_server(self.config.admin_socket, self._verbs(),
+                                  group=self.config.admin_group, default_group="thurvtl",
+                                  data_dir=self.config.data_dir)
 
     def _attach(self, unit: LogicalUnit, reattach: bool) -> None:
-        ref = self._find(unit.name)
-        if ref is None:
-            raise configfs.BackstoreNotFound(unit.name)
-        if reattach:
-            # Mode 2: fail what was in flight back to the initiator, so a tape
-            # WRITE is retried by the host rather than replayed twice.
-            configfs.prepare_reattach(ref, mode=2)
-        device = self.obs.open_device(ref.hba, ref.name, unit.engine)
-        device.start()
+        device, ref = attach_device(self.obs, self.ledger, unit.name, unit.engine,
+                                    reattach=reattach)
         self.devices.append(device)
-        if reattach:
-            configfs.finish_reattach(ref)
         verb = "reattached" if reattach else "serving"
         log.info("LUN %d %s: %s (user_%d)", unit.lun, unit.name, verb, ref.hba)
 
     def _find(self, name: str) -> configfs.BackstoreRef | None:
-        try:
-            return configfs.find_user_backstore(name, ledger=self.ledger)
-        except configfs.BackstoreNotFound:
-            return None
+        return find_backstore(name, self.ledger)
 
     def serve(self) -> None:
         portals = ", ".join(str(p) for p in self.config.iscsi.listen)
