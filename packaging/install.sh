@@ -18,7 +18,8 @@
 #
 # Environment: PYTHON (default python3) creates the venv; THUR_PIP_ARGS are
 # extra `pip install` arguments (an offline install into a venv that already
-# has the dependencies: "--no-index --no-build-isolation"). The paths are
+# has the dependencies: "--no-index --no-build-isolation"); THUR_EXTRAS names
+# optional extras, e.g. THUR_EXTRAS=otlp for the OTLP metrics export. The paths are
 # fixed because the units name them; change one with `systemctl edit`.
 set -euo pipefail
 
@@ -39,9 +40,10 @@ if [ ! -x "$PREFIX/bin/python" ]; then
     say "venv $PREFIX"
     "$PYTHON" -m venv "$PREFIX"
 fi
-say "pip install $SRC into $PREFIX"
+TARGET="$SRC${THUR_EXTRAS:+[$THUR_EXTRAS]}"
+say "pip install $TARGET into $PREFIX"
 # shellcheck disable=SC2086 # THUR_PIP_ARGS is a list of words
-"$PREFIX/bin/pip" install -q --disable-pip-version-check ${THUR_PIP_ARGS:-} "$SRC"
+"$PREFIX/bin/pip" install -q --disable-pip-version-check ${THUR_PIP_ARGS:-} "$TARGET"
 for script in thurvtld thurvtl thurvsad thurvsa; do
     [ -x "$PREFIX/bin/$script" ] || { echo "install: $PREFIX/bin/$script is missing" >&2; exit 1; }
 done
