@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -254,8 +254,30 @@ def two_paths(vsa: VsaDaemon) -> tuple[str, str]:
     return a, b
 
 
+# A unit attention is the target telling each I_T nexus about an event (power on,
+# REPORTED LUNS DATA HAS CHANGED while a restart exports its LUNs one by one): a host
+# retries the command, and so do these helpers; _clear_and_check looks at one itself.
+UA_RETRIES = 5
+
+
+def _past_unit_attentions(
+        run: Callable[[], subprocess.CompletedProcess[str]]) -> subprocess.CompletedProcess[str]:
+    for _ in range(UA_RETRIES):
+        proc = run()
+        if proc.returncode == 0 or "unit attention" not in (proc.stdout + proc.stderr).lower():
+            return proc
+        print(f"unit attention, retrying: {proc.stdout + proc.stderr}")
+    return proc
+
+
 def _persist(args: str, dev: str, check: bool = True) -> str:
-    proc = kit.sh(f"sg_persist {args} {dev}", check=check, timeout=120)
+    if not check:
+        proc = kit.sh(f"sg_persist {args} {dev}", check=False, timeout=120)
+        return proc.stdout + proc.stderr
+    proc = _past_unit_attentions(
+        lambda: kit.sh(f"sg_persist {args} {dev}", check=False, timeout=120))
+    assert proc.returncode == 0, f"sg_persist {args} {dev} exited {proc.returncode}:\n" \
+        + proc.stdout + proc.stderr
     return proc.stdout + proc.stderr
 
 
@@ -277,14 +299,15 @@ def _write_block(dev: str, lba: int = 0) -> subprocess.CompletedProcess[str]:
     cdb = f"2a 00 {lba >> 24 & 255:02x} {lba >> 16 & 255:02x} {lba >> 8 & 255:02x} " \
           f"{lba & 255:02x} 00 00 01 00"
     try:
-        return kit.sh(f"sg_raw -s 4096 -i {block} {dev} {cdb}", check=False)
+        return _past_unit_attentions(
+            lambda: kit.sh(f"sg_raw -s 4096 -i {block} {dev} {cdb}", check=False))
     finally:
         block.unlink()
 
 
 def _read_block(dev: str) -> subprocess.CompletedProcess[str]:
-    return kit.sh(f"sg_raw -r 4096 -o /dev/null {dev} 28 00 00 00 00 00 00 00 01 00",
-                  check=False)
+    return _past_unit_attentions(lambda: kit.sh(
+        f"sg_raw -r 4096 -o /dev/null {dev} 28 00 00 00 00 00 00 00 01 00", check=False))
 
 
 def _conflict(proc: subprocess.CompletedProcess[str]) -> bool:
