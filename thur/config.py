@@ -109,9 +109,6 @@ class VtlConfig:
     pool: PoolSettings = field(default_factory=PoolSettings)
 
 
-# Public names for the other daemons' config loaders (thur/vsa/config.py).
-as_mapping = _mapping
-reject_unknown = _reject_unknown
 
 
 def _int(section: dict[str, Any], prefix: str, name: str, default: int, lo: int, hi: int) -> int:
@@ -197,7 +194,8 @@ def _library(raw: object, schema: Section) -> LibraryConfig:
     return library
 
 
-def _iscsi(raw: object, schema: Section) -> IscsiConfig:
+def parse_iscsi(raw: object, schema: Section) -> IscsiConfig:
+    """The `iscsi` section, with the product's defaults (its schema's `iscsi`)."""
     section = _mapping(raw, "iscsi")
     p = "iscsi."
     _reject_unknown(section, p, schema.names())
@@ -224,7 +222,8 @@ def _iscsi(raw: object, schema: Section) -> IscsiConfig:
     )
 
 
-def _tcmu(raw: object, schema: Section) -> TcmuConfig:
+def parse_tcmu(raw: object, schema: Section) -> TcmuConfig:
+    """The `tcmu` section, with the product's defaults (its schema's `tcmu`)."""
     section = _mapping(raw, "tcmu")
     p = "tcmu."
     _reject_unknown(section, p, schema.names())
@@ -272,16 +271,6 @@ def parse_daemon_keys(top: dict[str, Any], schema: Section) -> DaemonKeys:
     if not isinstance(db_root, str) or not db_root.startswith("/"):
         raise ConfigError("lio_db_root", db_root, "an absolute path")
     return DaemonKeys(Path(data_dir), Path(socket), instance, group, Path(db_root))
-
-
-def parse_iscsi(raw: object, schema: Section) -> IscsiConfig:
-    """The `iscsi` section, with the product's defaults (its schema's `iscsi`)."""
-    return _iscsi(raw, schema)
-
-
-def parse_tcmu(raw: object, schema: Section) -> TcmuConfig:
-    """The `tcmu` section, with the product's defaults (its schema's `tcmu`)."""
-    return _tcmu(raw, schema)
 
 
 def parse_http(top: dict[str, Any], schema: Section) -> HttpConfig | None:
@@ -352,8 +341,8 @@ def parse_vtl_config(raw: object) -> VtlConfig:
     return VtlConfig(
         data_dir=keys.data_dir,
         library=_library(top["library"], schema.section("library")),
-        iscsi=_iscsi(top.get("iscsi"), schema.section("iscsi")),
-        tcmu=_tcmu(top.get("tcmu"), schema.section("tcmu")),
+        iscsi=parse_iscsi(top.get("iscsi"), schema.section("iscsi")),
+        tcmu=parse_tcmu(top.get("tcmu"), schema.section("tcmu")),
         admin_socket=keys.admin_socket,
         admin_group=keys.admin_group,
         instance=keys.instance,

@@ -39,7 +39,6 @@ from thur.pool.codec import Codec, CompressionPolicy
 
 GiB = 1 << 30
 MiB = 1 << 20
-OPTIONS = CLOUD_OPTIONS
 BACKEND = backend_section()
 POOL = pool_section()
 SIZE = re.compile(r"(\d+)\s*([KMGTP]?)(i?B)?", re.IGNORECASE)
@@ -106,7 +105,7 @@ def parse_backend(raw: object) -> BackendConfig:
             raise ConfigError("backend.fsync", opts["fsync"], "true or false")
         # A key written out with its default value means the same as leaving it out.
         return BackendConfig(kind, {k: v for k, v in opts.items() if v != BACKEND.default(k)})
-    return BackendConfig(kind, _check_options(OPTIONS[kind], opts))
+    return BackendConfig(kind, _check_options(CLOUD_OPTIONS[kind], opts))
 
 
 def _check_options(cls: type, opts: dict[str, Any]) -> dict[str, Any]:

@@ -271,14 +271,16 @@ def _past_unit_attentions(
 
 
 def _persist(args: str, dev: str, check: bool = True) -> str:
-    if not check:
-        proc = kit.sh(f"sg_persist {args} {dev}", check=False, timeout=120)
-        return proc.stdout + proc.stderr
-    proc = _past_unit_attentions(
-        lambda: kit.sh(f"sg_persist {args} {dev}", check=False, timeout=120))
-    assert proc.returncode == 0, f"sg_persist {args} {dev} exited {proc.returncode}:\n" \
-        + proc.stdout + proc.stderr
-    return proc.stdout + proc.stderr
+    """sg_persist's output; with `check`, past unit attentions and asserting success
+    (without, the first answer as it came, unit attention included)."""
+    def run() -> subprocess.CompletedProcess[str]:
+        return kit.sh(f"sg_persist {args} {dev}", check=False, timeout=120)
+
+    proc = _past_unit_attentions(run) if check else run()
+    out = proc.stdout + proc.stderr
+    assert not check or proc.returncode == 0, \
+        f"sg_persist {args} {dev} exited {proc.returncode}:\n{out}"
+    return out
 
 
 def _clear_and_check(a: str, b: str) -> None:

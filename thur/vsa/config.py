@@ -47,7 +47,6 @@ from thur.config import (
     IscsiConfig,
     Portal,
     TcmuConfig,
-    as_mapping,
     parse_daemon_keys,
     parse_http,
     parse_iscsi,
@@ -55,9 +54,9 @@ from thur.config import (
     parse_portal,
     parse_tcmu,
     read_yaml,
-    reject_unknown,
 )
 from thur.config_schema import VSA_SCHEMA, Section
+from thur.configkit import as_mapping, reject_unknown
 from thur.otlp import OtlpConfig
 from thur.storage_config import BackendConfig, PoolSettings, parse_backend, parse_pool
 
@@ -157,9 +156,8 @@ def _host(raw: object, key: str, schema: Section) -> configfs.NvmeHost:
                              dhchap_hash=hash_, dhchap_dhgroup=group)
 
 
-def parse_nvme(raw: object, schema: Section | None = None) -> NvmeConfig:
-    """The `nvme` section."""
-    schema = schema or VSA_SCHEMA.section("nvme")
+def parse_nvme(raw: object, schema: Section) -> NvmeConfig:
+    """The `nvme` section, with the defaults of `schema` (VSA_SCHEMA's `nvme`)."""
     section = as_mapping(raw, "nvme")
     reject_unknown(section, "nvme.", schema.names())
     nqn = section.get("subsystem_nqn", schema.default("subsystem_nqn"))
