@@ -22,6 +22,8 @@ spread follows.
          16 MiB packs);
 - thur-serial: the same with one synchronous TieredPool.put at a time (the
          call pattern before submit/group commit existed);
+- thur-nofsync: as thur with fsync off in the pool and the bucket (not a
+         safe setting: it shows what the flushes to disk cost);
 - raw:   the same stream, FastCDC + BLAKE3 + zstd level 3 of each *new* chunk
          in one tight loop, nothing written (the ceiling for one core);
 - restic backup --compression auto (zstd "default", level 3 class),
@@ -163,7 +165,7 @@ def _chunker_params() -> object:
     return ChunkerParams(min_size=lo, avg_size=avg, max_size=hi)
 
 
-def child_thur(work: Path, gens: list[Path], *, serial: bool = False) -> dict:
+def child_thur(work: Path, gens: list[Path], *, serial: bool = False, fsync: bool = True) -> dict:
     from collections import deque
 
     from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool
@@ -183,10 +185,14 @@ def child_thur(work: Path, gens: list[Path], *, serial: bool = False) -> dict:
             budget_bytes=2 * GiB,
             disk_free_floor=GiB,
             compression=CompressionPolicy(zstd_level=3),
+            fsync=fsync,
         )
     )
     tier = TieredPool(
-        store, Counting(work / "bucket"), PackIndex(work / "pool" / "index.sqlite"), TierConfig()
+        store,
+        Counting(work / "bucket", fsync=fsync),
+        PackIndex(work / "pool" / "index.sqlite"),
+        TierConfig(),
     )
     tier.start()
     params = _chunker_params()
@@ -266,7 +272,16 @@ def child_raw(work: Path, gens: list[Path]) -> dict:
     return {"seconds": time.perf_counter() - t0, "unique": unique, "stored": stored, "puts": 0}
 
 
-CHILDREN = {"thur": child_thur, "thur-serial": child_thur_serial, "raw": child_raw}
+def child_thur_nofsync(work: Path, gens: list[Path]) -> dict:
+    return child_thur(work, gens, fsync=False)
+
+
+CHILDREN = {
+    "thur": child_thur,
+    "thur-serial": child_thur_serial,
+    "thur-nofsync": child_thur_nofsync,
+    "raw": child_raw,
+}
 
 
 # ---- measuring ----------------------------------------------------------------
@@ -382,7 +397,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path)
     ap.add_argument("--skip", default="", help="contenders to leave out, e.g. restic,borg")
     ap.add_argument(
-        "--contenders", default="raw,thur,restic,borg", help="in run order; also thur-serial"
+        "--contenders",
+        default="raw,thur,restic,borg",
+        help="in run order; also thur-serial, thur-nofsync",
     )
     ap.add_argument("--repeat", type=int, default=1, help="rounds, contenders interleaved")
     ap.add_argument("--chunker", help="min,avg,max in KiB for thur and raw (default: defaults)")
