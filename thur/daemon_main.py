@@ -75,9 +75,14 @@ def parse_args(product: DaemonProduct, argv: list[str] | None) -> argparse.Names
     return parser.parse_args(argv)
 
 
-def teardown_ledger(ledger_path: Path) -> int:
-    """Remove every kernel object the ledger at `ledger_path` records."""
-    ledger = configfs.Ledger.load(ledger_path)
+def ledger_path(data_dir: Path) -> Path:
+    """Where a daemon records the kernel objects it created (for --teardown)."""
+    return data_dir / "configfs-ledger.json"
+
+
+def teardown_ledger(path: Path) -> int:
+    """Remove every kernel object the ledger at `path` records."""
+    ledger = configfs.Ledger.load(path)
     for warning in configfs.teardown(ledger):
         log.warning("%s", warning)
     log.info("teardown complete")

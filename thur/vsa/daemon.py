@@ -48,7 +48,7 @@ from handlers.tcmu import TcmuDevice
 from thur import daemon_main, systemd
 from thur.admin import AdminServer
 from thur.daemon_common import admin_server, apply_state, attach_device, find_backstore
-from thur.daemon_main import DaemonProduct, teardown_ledger
+from thur.daemon_main import DaemonProduct, ledger_path, teardown_ledger
 from thur.fsutil import fsync_dir
 from thur.observe import Observability
 from thur.system_verbs import system_verbs
@@ -82,7 +82,7 @@ class Daemon:
         except BaseException:
             self.storage.shutdown()
             raise
-        self.ledger = configfs.Ledger.load(ledger_path(config))
+        self.ledger = configfs.Ledger.load(ledger_path(config.data_dir))
         self.devices: dict[str, TcmuDevice] = {}
         self.admin: AdminServer | None = None
         self.obs = Observability(
@@ -415,13 +415,9 @@ def warn_missing_psks(config: VsaConfig) -> None:
                     "check-tls-key --insert with the host's key)", who, nqn, nqn)
 
 
-def ledger_path(config: VsaConfig) -> Path:
-    return config.data_dir / "configfs-ledger.json"
-
-
 def teardown_leftovers(config: VsaConfig) -> int:
     """`thurvsad --teardown`: remove what a crashed daemon left in the kernel."""
-    status = teardown_ledger(ledger_path(config))
+    status = teardown_ledger(ledger_path(config.data_dir))
     KernelSizes(config.data_dir / "exports.json").clear()
     return status
 

@@ -31,7 +31,7 @@ from thur import daemon_main, systemd
 from thur.admin import AdminServer
 from thur.config import VtlConfig, load_vtl_config
 from thur.daemon_common import admin_server, apply_state, attach_device, find_backstore
-from thur.daemon_main import DaemonProduct, teardown_ledger
+from thur.daemon_main import DaemonProduct, ledger_path, teardown_ledger
 from thur.library import (
     InventoryCorrupt,
     LibraryChanger,
@@ -79,7 +79,7 @@ class Daemon:
         for warning in self.library.restore_drives():
             log.warning("%s", warning)
         self.state = build_target_state(config, self.units)
-        self.ledger = configfs.Ledger.load(ledger_path(config))
+        self.ledger = configfs.Ledger.load(ledger_path(config.data_dir))
         self.devices: list[TcmuDevice] = []
         self.admin: AdminServer | None = None
         self.obs = Observability(
@@ -189,17 +189,13 @@ class Daemon:
         }
 
 
-def ledger_path(config: VtlConfig) -> Path:
-    return config.data_dir / "configfs-ledger.json"
-
-
 PRODUCT = DaemonProduct(
     prog="thurvtld",
     description="Thur VTL daemon",
     default_config=DEFAULT_CONFIG,
     load_config=load_vtl_config,
     make_daemon=Daemon,
-    teardown=lambda config: teardown_ledger(ledger_path(config)),
+    teardown=lambda config: teardown_ledger(ledger_path(config.data_dir)),
     config_refusals=(ShrinkRefused, InventoryCorrupt),
 )
 
