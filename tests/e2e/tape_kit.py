@@ -81,9 +81,9 @@ class Library:
         return node
 
     def pool_chunks(self) -> int:
-        """Chunk files in the pool (thur/pool/layout.py: chunks/ab/cd/<64 hex>)."""
-        root = Path(self.daemon.config["data_dir"]) / "pool" / "chunks"
-        return sum(1 for p in root.glob("*/*/*") if len(p.name) == 64)
+        """Chunks in the local pool, as `thurvtl system stats` reports them."""
+        stats = json.loads(self.daemon.cli("system stats --json").stdout)
+        return int(stats["cache"]["chunks"])
 
 
 def attached() -> list[kit.ScsiDev]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.chunk_kit import chunk_bytes, overwrite
 from thur.cloud import (
     BackendPermanent,
     BackendTransient,
@@ -180,9 +181,7 @@ def test_corrupt_cache_copy_is_refetched_if_durable(tmp_path: Path, backend: Rec
     tier.flush()
     pinned = tier.put(chunk(2)).chunk_id
     for cid in (durable, pinned):
-        h = cid.hex()
-        path = tier.store.root / "chunks" / h[:2] / h[2:4] / h
-        path.write_bytes(path.read_bytes()[:-3] + b"!!!")
+        overwrite(tier.store, cid, b"!!!", at=len(chunk_bytes(tier.store, cid)) - 3)
     assert tier.get(durable) == chunk(1)  # healed from the backend
     with pytest.raises(ChunkCorrupt):
         tier.get(pinned)  # the only copy is bad: typed error, never wrong bytes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -21,9 +20,10 @@ from thur.pool import (
     chunk_id,
 )
 from thur.pool.chunkfile import HEADER_V2_LEN
+from thur.pool.chunkid import CHUNK_ID_LEN
 from thur.pool.commit import GroupCommit
 
-HEADER = HEADER_V2_LEN  # chunk file header size
+HEADER = HEADER_V2_LEN + CHUNK_ID_LEN  # bytes a chunk takes besides its payload: id + file header
 
 
 def cfg(tmp: Path, **kw: object) -> PoolConfig:
@@ -87,7 +87,7 @@ def test_concurrent_puts_share_commits(tmp_path: Path) -> None:
     store.close()
 
 
-@pytest.mark.parametrize("where", ["directory fsync", "sqlite commit"])
+@pytest.mark.parametrize("where", ["segment flush", "sqlite commit"])
 def test_failed_commit_fails_every_writer_of_the_batch_and_leaves_no_trace(
     tmp_path: Path, where: str
 ) -> None:
@@ -96,17 +96,19 @@ def test_failed_commit_fails_every_writer_of_the_batch_and_leaves_no_trace(
     def broken(_arg: object) -> None:
         raise OSError(5, "Input/output error")
 
-    if where == "directory fsync":
-        store._files.sync_dirs = broken  # type: ignore[method-assign]
+    if where == "segment flush":
+        store._segs.sync = broken  # type: ignore[method-assign]
     else:
         store._committer._commit_many = broken  # type: ignore[method-assign]
     futures = [store.submit(blob(i)) for i in range(6)]
     assert all(isinstance(f.exception(), OSError) for f in futures)
     st = store.stats()
     assert st.chunks == 0 and st.used_bytes == 0 and store._inflight == 0
-    leftovers = [f for _d, _s, files in os.walk(store.root / "chunks") for f in files]
-    assert leftovers == [] and not os.listdir(store.root / "tmp")
-    store._files.__dict__.pop("sync_dirs", None)  # the disk is back:
+    # The records' bytes were given back: holes punched (whole blocks freed, the
+    # ends of a block another record shares zeroed), nothing left to read.
+    segments = list((store.root / "segments").iterdir())
+    assert segments and not any(any(p.read_bytes()) for p in segments)
+    store._segs.__dict__.pop("sync", None)  # the disk is back:
     store._committer._commit_many = store._commit_staged  # the same chunks store fine
     assert sum(r.new for r in store.put_many([blob(i) for i in range(6)])) == 6
     store.close()

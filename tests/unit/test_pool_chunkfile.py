@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.chunk_kit import as_chunk_file, chunk_bytes, overwrite
 from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool
 from thur.cloud.pack import pack_key, parse_pack
 from thur.pool import (
@@ -50,11 +51,6 @@ def make(tmp: Path, codec: Codec = Codec.ZSTD) -> TieredPool:
     return TieredPool(store, backend, index, TierConfig(pack_target=50_000, workers=2), clock=clock)
 
 
-def path_of(tier: TieredPool, cid: bytes) -> Path:
-    h = cid.hex()
-    return tier.store.root / "chunks" / h[:2] / h[2:4] / h
-
-
 def uploaded(tier: TieredPool) -> dict[bytes, bytes]:
     """chunk id -> payload bytes, from every pack in the bucket."""
     out = {}
@@ -70,7 +66,7 @@ def uploaded(tier: TieredPool) -> dict[bytes, bytes]:
 def test_put_writes_a_sealed_v2_file(tmp_path: Path) -> None:
     tier = make(tmp_path)
     cid = tier.put(plain(1)).chunk_id
-    raw = path_of(tier, cid).read_bytes()
+    raw = chunk_bytes(tier.store, cid)
     parsed = chunkfile.parse(cid, raw)
     assert parsed.version == 2 and parsed.flags == chunkfile.SEALED and parsed.seal_ok()
     assert len(raw) == chunkfile.HEADER_V2_LEN + len(parsed.enc.payload)
@@ -86,11 +82,10 @@ def test_damaged_sealed_file_is_never_uploaded(tmp_path: Path, where: str) -> No
     tier = make(tmp_path)
     bad = tier.put(plain(1)).chunk_id
     good = tier.put(plain(2)).chunk_id
-    path = path_of(tier, bad)
-    raw = bytearray(path.read_bytes())
+    raw = bytearray(chunk_bytes(tier.store, bad))
     at = {"codec": 5, "flags": 6, "plain_len": 8, "seal": 20, "payload": 60, "last": -1}[where]
     raw[at] ^= 0x01 if where == "flags" else 0x40
-    path.write_bytes(bytes(raw))
+    overwrite(tier.store, bad, bytes(raw))
     report = tier.flush()
     assert report.corrupt == [bad]
     assert bad not in uploaded(tier) and good in uploaded(tier)
@@ -106,7 +101,7 @@ def test_resealed_file_with_wrong_payload_is_caught_when_unsealed(tmp_path: Path
     tier = make(tmp_path, Codec.NONE)
     cid = chunk_id(plain(3))
     tier.store.put_encoded(cid, Encoded(int(Codec.NONE), 9000, plain(4)), durable=False)
-    assert chunkfile.parse(cid, path_of(tier, cid).read_bytes()).flags == 0
+    assert chunkfile.parse(cid, chunk_bytes(tier.store, cid)).flags == 0
     report = tier.flush()
     assert report.corrupt == [cid] and report.packs == 0
 
@@ -122,15 +117,14 @@ def test_unsealed_good_file_is_uploaded(tmp_path: Path) -> None:
 def test_version_1_files_still_read_and_fully_verified(tmp_path: Path, damage: bool) -> None:
     tier = make(tmp_path)
     cid = tier.put(plain(6)).chunk_id
-    path = path_of(tier, cid)
-    enc = chunkfile.decode(cid, path.read_bytes())
+    enc = chunkfile.decode(cid, chunk_bytes(tier.store, cid))
     v1 = chunkfile.HEADER.pack(chunkfile.MAGIC, 1, enc.codec, 0, 0, enc.plain_len, len(enc.payload))
     payload = bytearray(enc.payload)
     if damage:
         # Still decodes (raw codec), so only the plaintext hash can catch it.
         payload = bytearray(plain(7))
         v1 = chunkfile.HEADER.pack(chunkfile.MAGIC, 1, 0, 0, 0, 9000, 9000)
-    path.write_bytes(v1 + bytes(payload))
+    as_chunk_file(tier.store, cid, v1 + bytes(payload))  # as a pool of schema 1 wrote it
     if damage:
         with pytest.raises(ChunkCorrupt):
             tier.store.get(cid)
@@ -143,7 +137,7 @@ def test_version_1_files_still_read_and_fully_verified(tmp_path: Path, damage: b
 def test_unknown_version_and_flags_are_corrupt(tmp_path: Path) -> None:
     tier = make(tmp_path)
     cid = tier.put(plain(8)).chunk_id
-    raw = path_of(tier, cid).read_bytes()
+    raw = chunk_bytes(tier.store, cid)
     for at, value in ((4, 3), (6, 0x80), (7, 1)):
         bad = bytearray(raw)
         bad[at] = value

@@ -13,6 +13,7 @@ import pytest
 
 from thur.cloud import LocalBackend, PackIndex, TierConfig, TieredPool
 from thur.pool import LocalStore, PoolConfig
+from thur.pool.chunkid import CHUNK_ID_LEN
 
 CHILD = textwrap.dedent(
     """
@@ -113,19 +114,18 @@ BATCH_CHILD = textwrap.dedent(
             if calls >= nth:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    # Crash points inside one group commit: files staged (renamed, directories
-    # not yet fsync'd); directories fsync'd, rows not committed; rows
-    # committed, writers not yet told.
-    sync_dirs, commit = store._files.sync_dirs, store._committer._commit_many
-    def sync_then(dirs):
-        dirs = list(dirs)
+    # Crash points inside one group commit: records appended (segments not yet
+    # flushed); segments flushed, rows not committed; rows committed, writers
+    # not yet told.
+    sync, commit = store._segs.sync, store._committer._commit_many
+    def sync_then(segs):
         die_at("staged")
-        sync_dirs(dirs)
+        sync(segs)
         die_at("synced")
     def commit_then(batch):
         commit(batch)
         die_at("committed")
-    store._files.sync_dirs = sync_then
+    store._segs.sync = sync_then
     store._committer._commit_many = commit_then
     tier.start()
     rnd = random.Random(seed)
@@ -168,9 +168,9 @@ def test_sigkill_inside_group_commit_loses_nothing_acknowledged(
     assert rec.lost_pinned == []
     assert not os.listdir(tmp_path / "pool" / "tmp")
     if point in ("staged", "synced"):
-        assert rec.orphans_swept >= 1  # the killed batch's files had no rows: swept
-    on_disk = {f for _d, _s, files in os.walk(tmp_path / "pool" / "chunks") for f in files}
-    assert on_disk == {cid.hex() for cid, _size, _seq in _rows(tier)}  # files == rows
+        # The killed batch's records had no rows: cut off, or their segment removed.
+        assert rec.segments_trimmed + rec.orphans_swept >= 1
+    assert_only_rows_hold_bytes(tier.store)
     tier.sync_index()
     for cid in acked:
         tier.get(cid)  # verified bytes (raises ChunkCorrupt / ChunkMissing otherwise)
@@ -181,8 +181,23 @@ def test_sigkill_inside_group_commit_loses_nothing_acknowledged(
     tier.close()
 
 
-def _rows(tier: TieredPool) -> list[tuple[bytes, int, int]]:
-    return [row for page in tier.store.scan(1000) for row in page]
+def assert_only_rows_hold_bytes(store: LocalStore) -> None:
+    """Segments and rows are in step: every segment ends with a row's record, and
+    every byte no row points at is freed (a hole, or zeroed where a block is shared)."""
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for page in store.scan(1000):
+        for cid, _size, _seq in page:
+            path, off, length = store.locate(cid)
+            start = off - CHUNK_ID_LEN  # the record starts with the chunk's id
+            ranges.setdefault(path, []).append((start, off + length))
+    segments = sorted(str(p) for p in (store.root / "segments").iterdir())
+    assert segments == sorted(ranges)  # no segment without rows, no row without a segment
+    for path, spans in ranges.items():
+        raw = bytearray(Path(path).read_bytes())
+        assert len(raw) == max(end for _start, end in spans)
+        for start, end in spans:
+            raw[start:end] = bytes(end - start)
+        assert not any(raw), f"{path} holds bytes no row points at"
 
 
 # ---- pipelined put_many: writers stage the next chunks while a batch commits --
@@ -197,7 +212,7 @@ PIPE_CHILD = textwrap.dedent(
     store = LocalStore(PoolConfig(root / "pool", budget_bytes=1 << 30, disk_free_floor=0,
                                   put_workers=4, submit_window=1 << 20))
     rnd = random.Random(seed)
-    # SIGKILL at a random moment: anywhere in staging, directory fsyncs,
+    # SIGKILL at a random moment: anywhere in staging, segment flushes,
     # the commit, or the callbacks, with the next chunks already staged.
     threading.Timer(rnd.uniform(0.2, 1.5), os.kill, (os.getpid(), signal.SIGKILL)).start()
     while True:
@@ -211,7 +226,7 @@ PIPE_CHILD = textwrap.dedent(
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13, 14, 15, 16])
-def test_sigkill_mid_pipelined_put_many_keeps_files_and_rows_in_step(
+def test_sigkill_mid_pipelined_put_many_keeps_segments_and_rows_in_step(
     tmp_path: Path, seed: int
 ) -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
@@ -225,12 +240,11 @@ def test_sigkill_mid_pipelined_put_many_keeps_files_and_rows_in_step(
     assert child.returncode == -signal.SIGKILL
     acked = [bytes.fromhex(line) for line in child.stdout.split()]
     store = LocalStore(PoolConfig(tmp_path / "pool", budget_bytes=1 << 30, disk_free_floor=0))
-    assert store.recovery.lost_pinned == []  # no row ever pointed at a missing file
+    assert store.recovery.lost_pinned == []  # no row ever pointed at missing bytes
     assert not os.listdir(tmp_path / "pool" / "tmp")
-    on_disk = {f for _d, _s, files in os.walk(tmp_path / "pool" / "chunks") for f in files}
-    rows = {cid.hex() for page in store.scan(1000) for cid, _size, _seq in page}
-    assert on_disk == rows  # unacknowledged files were swept, nothing else
+    assert_only_rows_hold_bytes(store)  # unacknowledged records were freed, nothing else
     for cid in acked:
         store.get(cid)  # verified bytes (ChunkMissing / ChunkCorrupt otherwise)
+    rows = [cid for page in store.scan(1000) for cid, _size, _seq in page]
     assert store.stats().chunks == len(rows)
     store.close()

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.chunk_kit import chunk_bytes, overwrite
 from thur.pool import (
     BackpressureTimeout,
     ChunkCorrupt,
@@ -24,8 +25,9 @@ from thur.pool import (
     chunk_id,
 )
 from thur.pool.chunkfile import HEADER_V2_LEN
+from thur.pool.chunkid import CHUNK_ID_LEN
 
-HEADER = HEADER_V2_LEN  # chunk file header size
+HEADER = HEADER_V2_LEN + CHUNK_ID_LEN  # bytes a chunk takes besides its payload: id + file header
 
 
 def cfg(tmp: Path, **kw: object) -> PoolConfig:
@@ -61,51 +63,93 @@ def test_put_get_dedup_and_reopen(tmp_path: Path) -> None:
         again.get(b"\0" * 32)
 
 
-def _file(store: LocalStore, cid: bytes) -> Path:
-    h = cid.hex()
-    return store.root / "chunks" / h[:2] / h[2:4] / h
-
-
-@pytest.mark.parametrize("damage", ["flip", "truncate", "header", "swap"])
-def test_corrupt_file_is_chunk_corrupt_never_wrong_bytes(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["flip", "truncate", "header", "swap", "id"])
+def test_corrupt_bytes_are_chunk_corrupt_never_wrong_bytes(tmp_path: Path, damage: str) -> None:
     store = LocalStore(cfg(tmp_path))
-    cid = store.put(blob(1)).chunk_id
     other = store.put(blob(2)).chunk_id
-    path = _file(store, cid)
-    raw = bytearray(path.read_bytes())
+    cid = store.put(blob(1)).chunk_id  # appended after `other`: the segment's last record
+    raw = bytearray(chunk_bytes(store, cid))
     if damage == "flip":
-        raw[HEADER + 10] ^= 0x40
+        raw[HEADER_V2_LEN + 10] ^= 0x40
+        overwrite(store, cid, bytes(raw))
     elif damage == "truncate":
-        raw = raw[:-1]
+        path, off, length = store.locate(cid)
+        os.truncate(path, off + length - 1)
     elif damage == "header":
-        raw[0:4] = b"XXXX"
-    else:  # a well-formed file with another chunk's bytes under this name
-        raw = bytearray(_file(store, other).read_bytes())
-    path.write_bytes(bytes(raw))
+        overwrite(store, cid, b"XXXX")
+    elif damage == "swap":  # well-formed bytes of another chunk where this one's are
+        overwrite(store, cid, chunk_bytes(store, other))
+    else:  # the record's id is not this chunk's: a row pointing at the wrong place
+        overwrite(store, cid, b"\1" * 8, at=-CHUNK_ID_LEN)
     with pytest.raises(ChunkCorrupt):
         store.get(cid)
+    assert store.get(other) == blob(2)
 
 
-def test_recovery_sweeps_leftovers_and_drops_stale_rows(tmp_path: Path) -> None:
+def test_recovery_frees_unacknowledged_bytes_and_drops_stale_rows(tmp_path: Path) -> None:
     store = LocalStore(cfg(tmp_path))
     kept = store.put(blob(1)).chunk_id
     durable = store.put(blob(2)).chunk_id
     pinned_lost = store.put(blob(3)).chunk_id
     store.mark_durable([durable])
+    seg_path, kept_at, kept_len = store.locate(kept)
     store.close()
-    _file(store, durable).unlink()
-    _file(store, pinned_lost).unlink()
+    # The disk lost the last two records (as if fsync had lied), and a record
+    # that was never acknowledged was appended after what is left.
+    os.truncate(seg_path, kept_at + kept_len)
+    with open(seg_path, "ab") as f:
+        f.write(b"never acknowledged")
     (store.root / "tmp" / "half-written").write_bytes(b"x")
-    orphan = chunk_id(b"never acknowledged")
-    _file(store, orphan).parent.mkdir(parents=True, exist_ok=True)
-    _file(store, orphan).write_bytes(b"junk")
+    stray = store.root / "segments" / f"{999:016x}.seg"  # a segment no row points into
+    stray.write_bytes(b"junk")
     again = LocalStore(cfg(tmp_path))
     rec = again.recovery
     assert (rec.tmp_removed, rec.orphans_swept, rec.durable_rows_dropped) == (1, 1, 1)
-    assert rec.lost_pinned == [pinned_lost]
-    assert not _file(store, orphan).exists()
+    assert rec.segments_trimmed == 1 and rec.lost_pinned == [pinned_lost]
+    assert not stray.exists() and os.path.getsize(seg_path) == kept_at + kept_len
     assert again.get(kept) == blob(1)
     assert again.stats().chunks == 1
+    again.put(blob(4))  # appends go on in a new segment, past every old number
+    assert again.locate(chunk_id(blob(4)))[0] > str(stray)
+
+
+def test_schema_1_pool_of_chunk_files_opens_reads_and_frees(tmp_path: Path) -> None:
+    """A pool written before segments: its chunk files stay readable and evictable."""
+    import sqlite3
+
+    from thur.pool import chunkfile
+    from thur.pool.chunkfile import Encoded
+    from thur.pool.layout import ChunkFiles
+
+    root = tmp_path / "pool"
+    files = ChunkFiles(root, fsync=False)
+    db = sqlite3.connect(root / "pool.sqlite", isolation_level=None)
+    db.executescript(
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES('schema_version', '1');"
+        "CREATE TABLE chunks(id BLOB PRIMARY KEY, size INTEGER NOT NULL,"
+        " durable INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;"
+        "CREATE INDEX chunks_by_state ON chunks(durable, seq);"
+    )
+    old = [chunk_id(blob(i)) for i in range(3)]
+    for seq, (i, cid) in enumerate(zip(range(3), old, strict=True), 1):
+        raw = chunkfile.encode(Encoded(0, 1000, blob(i)))
+        files.write(cid, raw)
+        db.execute("INSERT INTO chunks VALUES(?, ?, ?, ?)", (cid, len(raw), 1, seq))
+    orphan = chunk_id(b"never acknowledged")
+    files.write(orphan, b"junk")
+    db.close()
+    store = LocalStore(cfg(tmp_path, budget_bytes=3 * (1000 + HEADER)))
+    assert store.recovery.orphans_swept == 1 and not os.path.exists(files.path(orphan))
+    assert [store.get(c) for c in old] == [blob(0), blob(1), blob(2)]
+    assert store.locate(old[0]) == (files.path(old[0]), 0, 1000 + HEADER_V2_LEN)
+    store.put(blob(7))  # a new chunk goes to a segment; the oldest file is evicted for it
+    assert not store.contains(old[0]) and not os.path.exists(files.path(old[0]))
+    assert store.locate(chunk_id(blob(7)))[0].endswith(".seg")
+    store.close()
+    again = LocalStore(cfg(tmp_path))
+    assert again.get(old[1]) == blob(1) and again.get(chunk_id(blob(7))) == blob(7)
+    assert again.recovery == type(again.recovery)()
 
 
 def test_eviction_is_lru_among_durable_only(tmp_path: Path) -> None:
@@ -178,13 +222,13 @@ def test_disk_free_floor_and_auto_budget(tmp_path: Path) -> None:
 def test_enospc_becomes_backpressure_not_an_oserror(tmp_path: Path) -> None:
     store = LocalStore(cfg(tmp_path, max_wait=0.0))
 
-    def full(cid: bytes, parts: object) -> frozenset[Path]:
+    def full(cid: bytes, parts: object) -> object:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    store._files.stage = full  # type: ignore[method-assign]
+    store._segs.append = full  # type: ignore[method-assign]
     with pytest.raises(BackpressureTimeout):
         store.put(blob(1))
-    assert store.stats().chunks == 0 and not os.listdir(store.root / "tmp")
+    assert store.stats().chunks == 0 and store._inflight == 0
 
 
 @settings(max_examples=25, deadline=None)

@@ -26,6 +26,7 @@ from typing import Any
 from .clock import Clock
 from .errors import BackpressureTimeout
 from .layout import ChunkFiles
+from .segments import Loc, SegmentFiles
 
 TOUCH_BATCH = 4096  # reads of durable chunks buffered before their new LRU order is written
 
@@ -56,6 +57,7 @@ class SpaceMixin:
     _db: sqlite3.Connection
     _rdb: sqlite3.Connection
     _files: ChunkFiles
+    _segs: SegmentFiles
     _disk_free: Callable[[], int]
     _touched: dict[bytes, None]
     _count: int
@@ -66,7 +68,7 @@ class SpaceMixin:
     _writing: set[bytes]
     counters: SpaceCounters
 
-    def _lookup(self, cid: bytes) -> tuple[int, int] | None: ...
+    def _lookup(self, cid: bytes) -> tuple[int, int, int | None, int | None] | None: ...
     def _write(self, work: Callable[[sqlite3.Connection], object]) -> None: ...
 
     def _initial_budget(self) -> int:
@@ -151,34 +153,51 @@ class SpaceMixin:
             self.counters.evicted_bytes += freed
 
     def _remove(self, ids: list[bytes]) -> tuple[int, int]:
-        """Delete these chunks' rows (committed), then their files; (chunks, bytes) removed.
+        """Delete these chunks' rows (committed), then their bytes; (chunks, bytes) removed.
 
-        Row first, then file: a crash in between leaves an orphan file,
-        which recovery sweeps, never a row pointing at nothing. Ids without
-        a row are left alone (their file may be a write in flight).
+        Row first, then bytes: a crash in between leaves unreferenced bytes,
+        which recovery frees, never a row pointing at nothing. Ids without
+        a row are left alone (their record may be a write in flight). A
+        retired segment left without rows is unlinked.
         """
         if not ids:
             return 0, 0
-        gone: list[tuple[bytes, int, int]] = []
+        gone: list[tuple[bytes, int, int, int | None, int | None]] = []
 
         def delete(db: sqlite3.Connection) -> None:
             for cid in ids:
-                row = db.execute("SELECT size, durable FROM chunks WHERE id = ?", (cid,)).fetchall()
+                row = db.execute(
+                    "SELECT size, durable, seg, off FROM chunks WHERE id = ?", (cid,)
+                ).fetchall()
                 if row:
                     db.execute("DELETE FROM chunks WHERE id = ?", (cid,))
-                    gone.append((cid, row[0][0], row[0][1]))
+                    gone.append((cid, *row[0]))
 
         with self._wlock:
             self._write(delete)
         freed = 0
-        for cid, size, durable in gone:
+        segs: set[int] = set()
+        for cid, size, durable, seg, off in gone:
             freed += size
             self._used -= size
             self._count -= 1
             if not durable:
                 self._pinned -= size
-            self._files.unlink(cid)
+            if seg is None:
+                self._files.unlink(cid)
+            else:
+                self._segs.release(Loc(seg, off, size))  # type: ignore[arg-type]
+                segs.add(seg)
+        for seg in sorted(segs):
+            if self._segs.droppable(seg) and not self._seg_has_rows(seg):
+                self._segs.drop(seg)
         return len(gone), freed
+
+    def _seg_has_rows(self, seg: int) -> bool:
+        with self._rlock:
+            return bool(
+                self._rdb.execute("SELECT 1 FROM chunks WHERE seg = ? LIMIT 1", (seg,)).fetchall()
+            )
 
     # ---- LRU order (any thread; no lock held) --------------------------------
 

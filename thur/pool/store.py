@@ -60,14 +60,15 @@ from pathlib import Path
 
 from . import chunkfile
 from .chunkfile import Encoded
-from .chunkid import chunk_id
+from .chunkid import CHUNK_ID_LEN, chunk_id
 from .clock import Clock, SystemClock
 from .codec import CompressionPolicy, Compressor
 from .commit import GroupCommit
-from .errors import ChunkCorrupt, ChunkMissing
+from .errors import ChunkCorrupt, ChunkMissing, PoolStateError
 from .gc import RefGuard
 from .layout import ChunkFiles
 from .recovery import recover
+from .segments import Loc, SegmentFiles, record_size
 from .space import SpaceCounters, SpaceMixin
 from .submit import Data, SkipIf, Submitter, default_put_workers
 
@@ -77,13 +78,18 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks(
     id BLOB PRIMARY KEY,
-    size INTEGER NOT NULL,      -- bytes of the chunk file
+    size INTEGER NOT NULL,      -- bytes on disk: the segment record, or the chunk file
     durable INTEGER NOT NULL,   -- 0 pinned (not yet in the backend), 1 durable
-    seq INTEGER NOT NULL        -- write order, then durable order: the LRU seed
+    seq INTEGER NOT NULL,       -- write order, then durable order: the LRU seed
+    seg INTEGER,                -- segment number; NULL: a chunk file (schema 1)
+    off INTEGER                 -- the record's offset in its segment
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chunks_by_state ON chunks(durable, seq);
 """
-_SCHEMA_VERSION = "1"
+# Schema 1 had no seg/off (every chunk a file); opening one adds them (its rows
+# keep NULL and their files stay readable), then creates the segment index.
+_SCHEMA_VERSION = "2"
+_SEG_INDEX = "CREATE INDEX IF NOT EXISTS chunks_by_seg ON chunks(seg, off) WHERE seg IS NOT NULL"
 
 
 @dataclass(slots=True)
@@ -123,12 +129,15 @@ class PutResult:
 
 @dataclass(frozen=True, slots=True)
 class _Staged:
-    """A chunk file fsync'd under its final name; its directories and row are not yet."""
+    """A record appended to a segment; neither it nor its row is durable yet."""
 
     cid: bytes
-    size: int
     durable: bool
-    dirs: frozenset[str]
+    loc: Loc
+
+    @property
+    def size(self) -> int:
+        return self.loc.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +194,10 @@ class LocalStore(SpaceMixin):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (_SCHEMA_VERSION,)
-        )
-        self.recovery = recover(self._files, self._db)
+        _migrate(self._db)
+        first = self._db.execute("SELECT coalesce(max(seg), 0) + 1 FROM chunks").fetchone()[0]
+        self._segs = SegmentFiles(self.root, fsync=config.fsync, first_number=first)
+        self.recovery = recover(self._files, self._segs, self._db)
         # Lookups: a second connection sees what is committed, never waits for a commit.
         self._rdb = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         self._rdb.execute("PRAGMA query_only=1")
@@ -315,23 +324,24 @@ class LocalStore(SpaceMixin):
     def _enqueue(self, staged: _Staged) -> Future[None]:
         """Queue a staged chunk for the group commit; a failed commit leaves no trace."""
 
-        def failed(f: Future[None]) -> None:
+        def settle(f: Future[None]) -> None:
             # Runs before any later callback, so a writer told of the failure
-            # finds it cleaned up. Not acknowledged: without its row the file
-            # is an orphan; remove it now.
+            # finds it cleaned up. Not acknowledged: without its row the
+            # record is garbage; free its bytes now.
             if f.exception() is not None:
-                self._files.unlink(staged.cid)
+                self._segs.release(staged.loc)
                 self._release([(staged.cid, staged.size)])
+            self._segs.settled(staged.loc)
 
         fut = self._committer.enqueue(staged)
-        fut.add_done_callback(failed)
+        fut.add_done_callback(settle)
         return fut
 
     def _stage(
         self, cid: bytes, enc: Encoded, *, durable: bool, sealed: bool, max_wait: float | None
     ) -> _Staged | None:
-        """Reserve room and write the chunk file; None if the chunk is already there."""
-        size = chunkfile.file_size(enc)
+        """Reserve room and append the chunk's record; None if the chunk is already there."""
+        size = record_size(chunkfile.file_size(enc))
         parts = (chunkfile.header(enc, sealed=sealed), enc.payload)
         wait = self.config.max_wait if max_wait is None else max_wait
         started = self.clock.monotonic()
@@ -340,7 +350,7 @@ class LocalStore(SpaceMixin):
             if not self._reserve(cid, size, deadline):
                 return None
             try:
-                dirs = self._files.stage(cid, parts)
+                loc = self._segs.append(cid, parts)
             except BaseException as e:
                 self._release([(cid, size)])
                 if not isinstance(e, OSError) or e.errno != errno.ENOSPC:
@@ -349,22 +359,25 @@ class LocalStore(SpaceMixin):
                 # treat it like a full budget and wait for room, never ENOSPC.
                 self._wait_a_little(deadline, size)
                 continue
-            return _Staged(cid, size, durable, dirs)
+            return _Staged(cid, durable, loc)
 
     def _commit_staged(self, batch: list[_Staged]) -> None:
-        """Group commit (its own thread): directories, then the rows, then memory.
+        """Group commit (its own thread): segments, then the rows, then memory.
 
         Only `_wlock` is held for the sqlite COMMIT: lookups use the other
         connection and see the rows once committed, which is after every
-        file and directory of the batch is durable.
+        record of the batch (and a new segment's name) is durable.
         """
-        self._files.sync_dirs(frozenset().union(*(st.dirs for st in batch)))
+        self._segs.sync({st.loc.seg for st in batch})
         with self._wlock:
             rows = []
             for st in batch:
                 self._seq += 1
-                rows.append((st.cid, st.size, int(st.durable), self._seq))
-            self._write(lambda db: db.executemany("INSERT INTO chunks VALUES(?, ?, ?, ?)", rows))
+                loc = st.loc
+                rows.append((st.cid, loc.size, int(st.durable), self._seq, loc.seg, loc.off))
+            self._write(
+                lambda db: db.executemany("INSERT INTO chunks VALUES(?, ?, ?, ?, ?, ?)", rows)
+            )
         pinned = False
         with self._cond:
             for st in batch:
@@ -400,15 +413,30 @@ class LocalStore(SpaceMixin):
         return chunkfile.decode(cid, self._read(cid))
 
     def _read(self, cid: bytes) -> bytes:
+        """The chunk file bytes (segment record without its id, or the whole file)."""
         found = self._lookup(cid)
         if found is None:
             raise ChunkMissing(cid)
-        if found[1]:
+        size, durable, seg, off = found
+        if durable:
             self._touch(cid)
+        if seg is None:
+            try:
+                return self._files.read(cid)
+            except FileNotFoundError:
+                raise ChunkMissing(cid) from None  # evicted between lookup and read
+        loc = Loc(seg, off, size)
         try:
-            return self._files.read(cid)
-        except FileNotFoundError:
-            raise ChunkMissing(cid) from None  # evicted between lookup and read
+            raw = self._segs.read(cid, loc)
+        except (FileNotFoundError, ChunkCorrupt):
+            if self._lookup(cid) != found:
+                raise ChunkMissing(cid) from None  # freed between lookup and read
+            raise
+        # Freeing deletes the row, then punches the record's bytes: a row still
+        # there now means the bytes just read were not yet punched.
+        if self._lookup(cid) != found:
+            raise ChunkMissing(cid)
+        return raw
 
     def read_checked(self, cid: bytes) -> Encoded:
         """The stored encoding, verified to be the payload of the id's plaintext.
@@ -428,6 +456,20 @@ class LocalStore(SpaceMixin):
             if chunk_id(plain) != cid:
                 raise ChunkCorrupt(cid, "BLAKE3 of the plaintext does not match the id")
         return enc
+
+    def locate(self, cid: bytes) -> tuple[str, int, int]:
+        """(path, offset, length) of the chunk file bytes on disk, for tools and tests.
+
+        A segment record's chunk file starts after the record's id; a chunk
+        file of a schema 1 pool is the whole file.
+        """
+        found = self._lookup(cid)
+        if found is None:
+            raise ChunkMissing(cid)
+        size, _durable, seg, off = found
+        if seg is None:
+            return self._files.path(cid), 0, size
+        return self._segs.path(seg), off + CHUNK_ID_LEN, size - CHUNK_ID_LEN
 
     def contains(self, cid: bytes) -> bool:
         return self._lookup(cid) is not None
@@ -522,20 +564,21 @@ class LocalStore(SpaceMixin):
     def close(self) -> None:
         self._submitter.close()  # lets submitted puts finish staging first ...
         self._committer.close()  # ... and their commits
+        self._segs.close()
         self._files.close()
         self._flush_touches()
         with self._wlock, self._rlock:
             self._rdb.close()
             self._db.close()
 
-    def _lookup(self, cid: bytes) -> tuple[int, int] | None:
-        """(file size, durable) of a committed chunk, or None."""
+    def _lookup(self, cid: bytes) -> tuple[int, int, int | None, int | None] | None:
+        """(size, durable, segment, offset) of a committed chunk, or None."""
         with self._rlock:
             # fetchall: a half-read cursor would keep a read transaction open.
             rows = self._rdb.execute(
-                "SELECT size, durable FROM chunks WHERE id = ?", (cid,)
+                "SELECT size, durable, seg, off FROM chunks WHERE id = ?", (cid,)
             ).fetchall()
-        return (rows[0][0], rows[0][1]) if rows else None
+        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
     def _write(self, work: Callable[[sqlite3.Connection], object]) -> None:
         """One write transaction on the writing connection; the caller holds `_wlock`."""
@@ -547,3 +590,20 @@ class LocalStore(SpaceMixin):
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a pool.sqlite of an older schema to this one (idempotent)."""
+    version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    if version and version[0][0] == "1":
+        db.execute("BEGIN")
+        db.execute("ALTER TABLE chunks ADD COLUMN seg INTEGER")
+        db.execute("ALTER TABLE chunks ADD COLUMN off INTEGER")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (_SCHEMA_VERSION,))
+        db.execute("COMMIT")
+    elif version and version[0][0] != _SCHEMA_VERSION:
+        raise PoolStateError(
+            f"pool.sqlite has schema {version[0][0]}; this Thur knows 1 and {_SCHEMA_VERSION}"
+        )
+    db.execute("INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (_SCHEMA_VERSION,))
+    db.execute(_SEG_INDEX)
