@@ -13,7 +13,7 @@
 4. Per round (contenders interleaved, each in its own subprocess so RSS and
    CPU are its own):
    - thur:   a fresh copy of the template pool, `TieredPool.flush()` to the
-             S3 backend: read each chunk file back, verify it (decode +
+             S3 backend: read each chunk back, verify it (seal or decode +
              BLAKE3), build 16 MiB packs, PUT packs and index files
              (`packs_in_flight` 4, conditional create);
    - rclone: `rclone copy SRC sw:thur/<prefix>` with its defaults

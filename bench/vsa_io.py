@@ -30,7 +30,7 @@ volume's cache starts empty and the OS page cache is as the last phase left it):
 1. write-1m:     `--size` bytes written sequentially in 1 MiB, then one SYNC;
 2. read-1m:      all of it read back sequentially in 1 MiB;
 3. read-4k-miss: `--ops` 4 KiB reads at random 4 KiB-aligned offsets over `--size`
-                 (>> the 64 MiB cache: mostly read from pool chunk files);
+                 (>> the 64 MiB cache: mostly read from the pool's segments);
 4. read-4k-hit:  the first `--hot` bytes (< the cache) read once untimed, then
                  `--ops` 4 KiB random reads within them (volume cache hits);
 5. write-4k:     `--ops` 4 KiB writes at random offsets over `--size` (overwrites of
@@ -320,9 +320,9 @@ LAYERS = [
     ("journal: rotate (new file, dir fsync)", ("Journal.rotate (", "Journal._create (")),
     ("page table: fdatasync", ("PageTable.sync (",)),
     ("page table: entries", ("thur/volume/table.py",)),
-    ("pool: directory fsync", ("fsync_dir (", "sync_dirs (")),
-    ("pool: chunk file write + fsync + rename", ("ChunkFiles.stage (",)),
-    ("pool: chunk file read", ("ChunkFiles.read (",)),
+    ("pool: segment flush", ("SegmentFiles.sync (",)),
+    ("pool: segment append", ("SegmentFiles.append (",)),
+    ("pool: segment read", ("SegmentFiles.read (",)),
     ("pool: sqlite commit (WAL fsync)", ("_commit_staged (", "sqlite")),
     ("pool: zstd compress", ("Compressor.compress (",)),
     ("pool: zstd decompress", ("Compressor.decompress (",)),

@@ -272,8 +272,8 @@ def table(results: dict[str, dict], drive_counts: list[int]) -> str:
 
 # Layers of a profile, for `_common.breakdown` (first match, innermost frame first).
 LAYERS = [
-    ("pool: directory fsync", ("fsync_dir (",)),
-    ("pool: chunk file write + fsync + rename", ("ChunkFiles.stage (",)),
+    ("pool: segment flush", ("SegmentFiles.sync (",)),
+    ("pool: segment append", ("SegmentFiles.append (",)),
     ("pool: sqlite commit (WAL fsync)", ("_commit_staged (", "sqlite")),
     ("pool: zstd compress", ("Compressor.compress (",)),
     ("pool: BLAKE3", ("chunk_id (",)),

@@ -1,21 +1,15 @@
-"""Where chunk files live under a pool's data_dir, and how they are written.
+"""Chunk files of pools of schema 1 (one file per chunk), and how they were written.
+
+Since schema 2 new chunks go to segments (segments.py); a pool upgraded
+from schema 1 keeps its chunk files, which are read, evicted and recovered
+through this module (`write()` builds such a file, for tests).
 
     chunks/ab/cd/<64 hex>   chunk file of the chunk whose id starts with abcd
-    tmp/                    files being written (emptied on open)
+    tmp/                    files being written by schema 1 (emptied on open)
 
-Two levels of 256 shards keep directories small (4 M chunks → ~60 per leaf)
-and are created lazily; a new shard's parents are fsync'd by the first
-commit that makes a name in it durable (every chunk staged in the shard
-until then carries them).
-
-`stage()` makes a complete file appear under its final name (tmp + fsync +
-rename) and returns the directories to fsync; the store's group commit
-fsyncs them (`sync_dirs`, once per distinct directory of the batch) and only
-then commits the chunks' rows (see store.py). Until that commit the file is
-an unacknowledged orphan, which recovery sweeps.
-
-Memory: which of the 65 536 leaf shards exist is one bit each (8 KiB in
-all), not a set of paths; paths are built as strings when needed.
+A file appeared under its final name complete (tmp + fsync + rename) and
+its row was committed only after its directory entry was durable, so a
+chunk file without a row is an unacknowledged write, which recovery sweeps.
 """
 
 from __future__ import annotations
@@ -24,14 +18,10 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 
 from .chunkid import CHUNK_ID_LEN
-
-_SHARDS = 1 << 16  # leaf shards: the first two bytes of the id
-_DIR_SYNC_THREADS = 4  # directory fsyncs of one batch run concurrently (the journal merges them)
 
 
 class ChunkFiles:
@@ -42,11 +32,6 @@ class ChunkFiles:
         for d in (root, self.chunks_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._chunks = str(self.chunks_dir)
-        self._tmp = str(self.tmp_dir)
-        self._made = bytearray(_SHARDS // 8)  # bit per leaf shard known to exist
-        self._unsynced: dict[str, frozenset[str]] = {}  # new shard -> parents to fsync
-        self._lock = threading.Lock()
-        self._syncers: ThreadPoolExecutor | None = None
 
     def path(self, cid: bytes) -> str:
         h = cid.hex()
@@ -61,86 +46,19 @@ class ChunkFiles:
             os.unlink(self.path(cid))
 
     def write(self, cid: bytes, raw: bytes) -> None:
-        """tmp + fsync + rename + fsync of the directories that make the name durable."""
-        self.sync_dirs(self.stage(cid, [raw]))
-
-    def stage(self, cid: bytes, parts: Sequence[bytes]) -> frozenset[str]:
-        """Write `parts` as the chunk's file: tmp + fsync + rename.
-
-        Returns the directories whose fsync (`sync_dirs`) makes the new name
-        durable: the shard directory, plus its parents while the shard's own
-        creation is not yet known to be durable. `parts` are written with one
-        writev, so the header and the payload are never concatenated.
-        """
+        """A chunk file as schema 1 wrote it: tmp + fsync + rename + directory fsyncs."""
         final = self.path(cid)
-        shard = final[: -2 * CHUNK_ID_LEN - 1]
-        parents = self._ensure_dir(cid, shard)
-        tmp = f"{self._tmp}/{cid.hex()}.{threading.get_ident()}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _write_all(fd, parts)
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return parents | {shard}
-
-    def sync_dirs(self, dirs: Iterable[str]) -> None:
-        """fsync each distinct directory once (no-op with fsync off); several at a time."""
-        if not self.fsync:
-            return
-        done = set(dirs)
-        if len(done) > 1:
-            with self._lock:
-                if self._syncers is None:
-                    self._syncers = ThreadPoolExecutor(
-                        _DIR_SYNC_THREADS, thread_name_prefix="thur-pool-dirsync"
-                    )
-                syncers = self._syncers
-            for _ in syncers.map(fsync_dir, done):  # re-raises the first error
-                pass
-        else:
-            for d in done:
+        shard = os.path.dirname(final)
+        os.makedirs(shard, exist_ok=True)
+        tmp = f"{self.tmp_dir}/{cid.hex()}.{threading.get_ident()}"
+        with open(tmp, "wb") as f:
+            f.write(raw)
+            if self.fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
+        if self.fsync:
+            for d in (shard, os.path.dirname(shard), self._chunks):
                 fsync_dir(d)
-        with self._lock:  # new shards whose entries are now durable
-            for shard in [s for s, need in self._unsynced.items() if need <= done]:
-                del self._unsynced[shard]
-
-    def close(self) -> None:
-        with self._lock:
-            syncers, self._syncers = self._syncers, None
-        if syncers is not None:
-            syncers.shutdown(wait=True)
-
-    def _ensure_dir(self, cid: bytes, d: str) -> frozenset[str]:
-        """Make shard `d`; return the parents to fsync before a name in it is durable.
-
-        A new shard's entry in its parents is made durable by the group
-        commit of the first batch that uses it (one fsync for many chunks),
-        not here; until then every chunk staged in it carries those parents.
-        """
-        n = (cid[0] << 8) | cid[1]
-        byte, bit = n >> 3, 1 << (n & 7)
-        with self._lock:
-            if not self._made[byte] & bit:
-                # Under the lock: a second writer must not see the directory
-                # before the parents it still needs are recorded.
-                if not os.path.isdir(d):
-                    mid = os.path.dirname(d)
-                    # The top level needs an fsync only when the middle one is new too.
-                    new_mid = not os.path.isdir(mid)
-                    os.makedirs(d, exist_ok=True)
-                    if self.fsync:
-                        need = {mid, os.path.dirname(mid)} if new_mid else {mid}
-                        self._unsynced[d] = frozenset(need)
-                self._made[byte] |= bit
-            return self._unsynced.get(d, frozenset())
 
     def clear_tmp(self) -> int:
         """Remove leftovers of interrupted writes; returns how many."""
@@ -182,17 +100,6 @@ class ChunkFiles:
                         yield None
                 found.sort()
                 yield from found
-
-
-def _write_all(fd: int, parts: Sequence[bytes]) -> None:
-    views = [memoryview(p) for p in parts if len(p)]
-    while views:
-        n = os.writev(fd, views)
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
 
 
 def _parse_name(name: str) -> bytes | None:

@@ -2,43 +2,43 @@
 
 On disk, under `data_dir`::
 
-    chunks/ab/cd/<64 hex>   one chunk file per chunk (see chunkfile.py)
-    tmp/                    chunk files being written; emptied on open
-    pool.sqlite             which chunks exist, their size, durable or pinned
+    segments/<16 hex>.seg   chunks appended as records (see segments.py)
+    chunks/ab/cd/<64 hex>   one file per chunk: pools of schema 1 (read only)
+    tmp/                    leftovers of schema 1 writes; emptied on open
+    pool.sqlite             which chunks exist, where, their size, durable or pinned
 
 Write order of one chunk (the invariant the recovery relies on):
 
-1. payload written to tmp/, fsync'd, renamed into chunks/… (in the
-   writer's thread; the writer then goes on with its next chunk);
+1. its record appended to an open segment (in the writer's thread; the
+   writer then goes on with its next chunk);
 2. group commit (commit.py, one thread) for every chunk that reached this
-   point: the distinct shard directories of the batch fsync'd (and, for a
-   shard not yet known durable, its parents), then the rows inserted as
-   *pinned* (not yet durable in the backend) in one transaction, committed;
+   point: the distinct segments of the batch fdatasync'd (and the segments
+   directory, when one of them is new), then the rows inserted as *pinned*
+   (not yet durable in the backend) in one transaction, committed;
 3. only then does `put()` return / the `submit()` future resolve (the
    chunk is acknowledged).
 
 Step 1 runs in the writers' threads (`submit()` / `put_many()` workers, or
-callers of `put()`), so file writes and fsyncs overlap and the file system's
-journal merges them; step 2 is one directory pass and one sqlite commit per
-batch. Hashing and compression also run in the writers' threads (BLAKE3 and
-zstd release the GIL).
+callers of `put()`), each appending to its own segment; step 2 is one flush
+per segment and one sqlite commit per batch. Hashing and compression also
+run in the writers' threads (BLAKE3 and zstd release the GIL).
 
 What is in the pool is what is committed in `pool.sqlite`: lookups read it
 (a second connection, so a reader never waits for a commit), and nothing
 per chunk is kept in memory (only the chunks being written, and a bounded
-buffer of LRU touches). A row is committed only after its file and its
-directory entry are durable, so a reader that finds a row finds a durable
-file; a chunk being written is invisible until then.
+buffer of LRU touches). A row is committed only after its record is
+durable, so a reader that finds a row finds the bytes; a chunk being written
+is invisible until then.
 
 Later the uploader marks it *durable* (row update, committed) once its pack
 and index are in the backend; only durable chunks may be evicted, least
 recently used first (`seq`: reads move a durable chunk to the end, batched,
-see space.py). Eviction deletes the row first, then the file.
+see space.py). Eviction deletes the row first, then frees the bytes.
 
-Recovery on open: tmp/ is emptied; a chunk file without a row is a write that
-never got acknowledged and is swept; a durable row without a file is dropped
-(the backend has it); a pinned row without a file is reported as lost in
-`LocalStore.recovery` (it cannot happen without the disk lying about fsync).
+Recovery on open (recovery.py): bytes no row points at are freed; a durable
+row whose bytes are missing is dropped (the backend has it); a pinned row
+whose bytes are missing is reported as lost in `LocalStore.recovery` (it
+cannot happen without the disk lying about fsync).
 
 Why sqlite3: it is in the stdlib, its WAL commits are atomic and durable with
 `synchronous=FULL`, and the eviction and upload queries ("oldest pinned
@@ -565,7 +565,6 @@ class LocalStore(SpaceMixin):
         self._submitter.close()  # lets submitted puts finish staging first ...
         self._committer.close()  # ... and their commits
         self._segs.close()
-        self._files.close()
         self._flush_touches()
         with self._wlock, self._rlock:
             self._rdb.close()
