@@ -166,7 +166,7 @@ class PoolCollector(Collector):
         p = self.p
         st = self.tier.store.stats()
         c = st.counters
-        yield GaugeMetricFamily(f"{p}_pool_used_bytes", "Bytes of chunk files in the local "
+        yield GaugeMetricFamily(f"{p}_pool_used_bytes", "Bytes of chunks in the local "
                                 "pool (cache)", value=st.used_bytes)
         yield GaugeMetricFamily(f"{p}_pool_capacity_bytes", "The local pool's budget",
                                 value=st.budget_bytes)

@@ -1,13 +1,12 @@
 """Group commit: many writers, one durable commit for whatever is queued.
 
-Each writer stages its own chunk file (tmp + fsync + rename, in its own
-thread, so the file fsyncs of concurrent writers overlap) and queues it
-with `GroupCommit.enqueue(item)`, which returns a future at once: the
-writer's thread is free to hash, compress and write its next chunk while
-earlier ones are committed. One committer thread (running while there is
-work) takes *every* queued item and runs the commit function once for them
-(fsync the directories they touched, insert their rows in one sqlite
-transaction), then resolves their futures. No item ever waits for a batch
+Each writer appends its chunk's record to a segment (in its own thread)
+and queues it with `GroupCommit.enqueue(item)`, which returns a future at
+once: the writer's thread is free to hash, compress and write its next
+chunk while earlier ones are committed. One committer thread (running while
+there is work) takes *every* queued item and runs the commit function once
+for them (flush the segments they were appended to, insert their rows in
+one sqlite transaction), then resolves their futures. No item ever waits for a batch
 to fill: a lone item is committed at once, and batches grow with what
 arrives during the previous commit — for a `put_many` of a volume's
 write-back, most of the batch.
@@ -15,7 +14,7 @@ write-back, most of the batch.
 `commit(item)` is `enqueue(item).result()`, for a synchronous `put()`.
 
 This is the classic database trick; it keeps "acknowledged only once
-durable" while the directory fsync pass and the sqlite commit are paid once
+durable" while the segment flushes and the sqlite commit are paid once
 per batch instead of once per chunk (before 2026-11-23 the writer itself
 led the commit and waited for it, so batches were no bigger than the number
 of writer threads: ~1.5 chunks per commit in a volume's write-back).

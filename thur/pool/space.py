@@ -2,7 +2,7 @@
 
 A mixin of `LocalStore` (store.py), split out to keep each module readable;
 every method here runs with the store's condition held unless it says
-otherwise. Bytes are counted three ways: `_used` (committed chunk files),
+otherwise. Bytes are counted three ways: `_used` (committed chunks),
 `_inflight` (reserved by writers whose files are not committed yet — staged
 files waiting for their group commit count here, so a batch can never
 overrun the budget) and `_pinned` (committed, not yet in the backend).
