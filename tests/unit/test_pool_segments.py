@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thur.pool import ChunkCorrupt, Codec, CompressionPolicy, LocalStore, PoolConfig, chunk_id
+from thur.pool import (
+    ChunkCorrupt,
+    ChunkMissing,
+    Codec,
+    CompressionPolicy,
+    LocalStore,
+    PoolConfig,
+    chunk_id,
+)
 from thur.pool import segments as segments_mod
 from thur.pool.segments import SegmentFiles
 
@@ -108,3 +116,22 @@ def test_random_puts_discards_and_reopens_keep_every_row_readable(
     store.close()
     allocated = sum(os.path.getsize(p) for p in (root / "segments").iterdir())
     assert allocated >= sum(1000 + 97 * j for j in present)
+
+
+def test_a_chunk_freed_while_it_is_read_is_missing_never_half_zeroed(tmp_path: Path) -> None:
+    store = LocalStore(PoolConfig(tmp_path / "pool", budget_bytes=1 << 20, disk_free_floor=0))
+    cid = store.put(blob(1)).chunk_id
+    keep = store.put(blob(2)).chunk_id
+    real = store._segs.read
+
+    def read_then_evicted(c: bytes, loc: object) -> bytes:
+        raw = real(c, loc)  # type: ignore[arg-type]
+        store.discard(c)  # freed (row deleted, hole punched) right after the bytes were read
+        return raw
+
+    store._segs.read = read_then_evicted  # type: ignore[method-assign]
+    with pytest.raises(ChunkMissing):
+        store.get(cid)
+    store._segs.read = real  # type: ignore[method-assign]
+    assert store.get(keep) == blob(2)
+    store.close()
