@@ -135,3 +135,16 @@ def test_a_chunk_freed_while_it_is_read_is_missing_never_half_zeroed(tmp_path: P
     store._segs.read = real  # type: ignore[method-assign]
     assert store.get(keep) == blob(2)
     store.close()
+
+
+def test_a_pool_of_an_unknown_newer_schema_is_refused_by_name(tmp_path: Path) -> None:
+    import sqlite3
+
+    from thur.pool import PoolStateError
+
+    LocalStore(PoolConfig(tmp_path / "pool", budget_bytes=1 << 20, disk_free_floor=0)).close()
+    db = sqlite3.connect(tmp_path / "pool" / "pool.sqlite", isolation_level=None)
+    db.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+    db.close()
+    with pytest.raises(PoolStateError, match="schema 9"):
+        LocalStore(PoolConfig(tmp_path / "pool", budget_bytes=1 << 20, disk_free_floor=0))
