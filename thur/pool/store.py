@@ -195,7 +195,9 @@ class LocalStore(SpaceMixin):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         _migrate(self._db)
-        first = self._db.execute("SELECT coalesce(max(seg), 0) + 1 FROM chunks").fetchone()[0]
+        (first,) = self._db.execute(
+            "SELECT coalesce(max(seg), 0) + 1 FROM chunks WHERE seg IS NOT NULL"
+        ).fetchone()
         self._segs = SegmentFiles(self.root, fsync=config.fsync, first_number=first)
         self.recovery = recover(self._files, self._segs, self._db)
         # Lookups: a second connection sees what is committed, never waits for a commit.
