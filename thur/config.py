@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from thur.config_schema import VTL_SCHEMA, Section
-from thur.configkit import ConfigError, _mapping, _reject_unknown
+from thur.configkit import ConfigError, as_mapping, reject_unknown
 from thur.otlp import OtlpConfig
 from thur.storage_config import BackendConfig, PoolSettings, parse_backend, parse_pool
 
@@ -109,8 +109,6 @@ class VtlConfig:
     pool: PoolSettings = field(default_factory=PoolSettings)
 
 
-
-
 def _int(section: dict[str, Any], prefix: str, name: str, default: int, lo: int, hi: int) -> int:
     value = section.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -128,8 +126,8 @@ def _str(section: dict[str, Any], prefix: str, name: str, default: str | None) -
 def _chap(raw: object, key: str) -> Chap | None:
     if raw is None:
         return None
-    section = _mapping(raw, key)
-    _reject_unknown(section, key + ".", {"userid", "password"})
+    section = as_mapping(raw, key)
+    reject_unknown(section, key + ".", {"userid", "password"})
     userid = _str(section, key + ".", "userid", None)
     password = _str(section, key + ".", "password", None)
     if not userid:
@@ -167,9 +165,9 @@ def _iqn(value: object, key: str) -> str:
 
 
 def _library(raw: object, schema: Section) -> LibraryConfig:
-    section = _mapping(raw, "library")
+    section = as_mapping(raw, "library")
     p = "library."
-    _reject_unknown(section, p, schema.names())
+    reject_unknown(section, p, schema.names())
     d = schema.default
     gen = section.get("lto_generation", d("lto_generation"))
     if gen != 8:
@@ -196,9 +194,9 @@ def _library(raw: object, schema: Section) -> LibraryConfig:
 
 def parse_iscsi(raw: object, schema: Section) -> IscsiConfig:
     """The `iscsi` section, with the product's defaults (its schema's `iscsi`)."""
-    section = _mapping(raw, "iscsi")
+    section = as_mapping(raw, "iscsi")
     p = "iscsi."
-    _reject_unknown(section, p, schema.names())
+    reject_unknown(section, p, schema.names())
     listen_raw = section.get("listen", schema.default("listen"))
     if isinstance(listen_raw, str):
         listen_raw = [listen_raw]
@@ -224,9 +222,9 @@ def parse_iscsi(raw: object, schema: Section) -> IscsiConfig:
 
 def parse_tcmu(raw: object, schema: Section) -> TcmuConfig:
     """The `tcmu` section, with the product's defaults (its schema's `tcmu`)."""
-    section = _mapping(raw, "tcmu")
+    section = as_mapping(raw, "tcmu")
     p = "tcmu."
-    _reject_unknown(section, p, schema.names())
+    reject_unknown(section, p, schema.names())
     d = schema.default
     return TcmuConfig(
         cmd_time_out=_int(section, p, "cmd_time_out", d("cmd_time_out"), 0, 7 * 24 * 3600),
@@ -278,8 +276,8 @@ def parse_http(top: dict[str, Any], schema: Section) -> HttpConfig | None:
     `http: {enabled: false}` turns the endpoint off; `listen` is 'IP:PORT'."""
     if top.get("http", {}) is None:
         return None
-    section = _mapping(top.get("http"), "http")
-    _reject_unknown(section, "http.", schema.names())
+    section = as_mapping(top.get("http"), "http")
+    reject_unknown(section, "http.", schema.names())
     enabled = section.get("enabled", schema.default("enabled"))
     if not isinstance(enabled, bool):
         raise ConfigError("http.enabled", enabled, "true or false")
@@ -294,8 +292,8 @@ def parse_http(top: dict[str, Any], schema: Section) -> HttpConfig | None:
 
 def parse_otlp(top: dict[str, Any], schema: Section) -> OtlpConfig | None:
     """The `otlp` section: None (no export) unless `endpoint` is set."""
-    section = _mapping(top.get("otlp"), "otlp")
-    _reject_unknown(section, "otlp.", schema.names())
+    section = as_mapping(top.get("otlp"), "otlp")
+    reject_unknown(section, "otlp.", schema.names())
     endpoint = section.get("endpoint", schema.default("endpoint"))
     if endpoint is None:
         return None
@@ -329,9 +327,9 @@ def read_yaml(path: Path) -> object:
 
 def parse_vtl_config(raw: object) -> VtlConfig:
     """Validate a parsed YAML document into a VtlConfig."""
-    top = _mapping(raw, "<top level>")
+    top = as_mapping(raw, "<top level>")
     schema = VTL_SCHEMA
-    _reject_unknown(top, "", schema.names())
+    reject_unknown(top, "", schema.names())
     # data_dir is checked first: it is the one key every file must have.
     if not isinstance(top.get("data_dir"), str) or not str(top["data_dir"]).startswith("/"):
         raise ConfigError("data_dir", top.get("data_dir"), "an absolute path (required)")

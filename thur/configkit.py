@@ -17,7 +17,7 @@ class ConfigError(ValueError):
         self.key = key
 
 
-def _mapping(raw: object, key: str) -> dict[str, Any]:
+def as_mapping(raw: object, key: str) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -25,13 +25,9 @@ def _mapping(raw: object, key: str) -> dict[str, Any]:
     return raw
 
 
-def _reject_unknown(section: dict[str, Any], prefix: str, known: set[str]) -> None:
+def reject_unknown(section: dict[str, Any], prefix: str, known: set[str]) -> None:
     for name in section:
         if name not in known:
             raise ConfigError(
                 f"{prefix}{name}", section[name], f"unknown key; known: {sorted(known)}"
             )
-
-
-as_mapping = _mapping
-reject_unknown = _reject_unknown
