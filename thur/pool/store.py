@@ -64,32 +64,17 @@ from .chunkid import CHUNK_ID_LEN, chunk_id
 from .clock import Clock, SystemClock
 from .codec import CompressionPolicy, Compressor
 from .commit import GroupCommit
-from .errors import ChunkCorrupt, ChunkMissing, PoolStateError
+from .errors import ChunkCorrupt, ChunkMissing
 from .gc import RefGuard
 from .layout import ChunkFiles
 from .recovery import recover
+from .schema import open_schema
 from .segments import Loc, SegmentFiles, record_size
 from .space import SpaceCounters, SpaceMixin
 from .submit import Data, SkipIf, Submitter, default_put_workers
 
 GiB = 1 << 30
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS chunks(
-    id BLOB PRIMARY KEY,
-    size INTEGER NOT NULL,      -- bytes on disk: the segment record, or the chunk file
-    durable INTEGER NOT NULL,   -- 0 pinned (not yet in the backend), 1 durable
-    seq INTEGER NOT NULL,       -- write order, then durable order: the LRU seed
-    seg INTEGER,                -- segment number; NULL: a chunk file (schema 1)
-    off INTEGER                 -- the record's offset in its segment
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS chunks_by_state ON chunks(durable, seq);
-"""
-# Schema 1 had no seg/off (every chunk a file); opening one adds them (its rows
-# keep NULL and their files stay readable), then creates the segment index.
-_SCHEMA_VERSION = "2"
-_SEG_INDEX = "CREATE INDEX IF NOT EXISTS chunks_by_seg ON chunks(seg, off) WHERE seg IS NOT NULL"
 
 
 @dataclass(slots=True)
@@ -193,8 +178,7 @@ class LocalStore(SpaceMixin):
         self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        _migrate(self._db)
+        open_schema(self._db)
         (first,) = self._db.execute(
             "SELECT coalesce(max(seg), 0) + 1 FROM chunks WHERE seg IS NOT NULL"
         ).fetchone()
@@ -591,20 +575,3 @@ class LocalStore(SpaceMixin):
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring a pool.sqlite of an older schema to this one (idempotent)."""
-    version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    if version and version[0][0] == "1":
-        db.execute("BEGIN")
-        db.execute("ALTER TABLE chunks ADD COLUMN seg INTEGER")
-        db.execute("ALTER TABLE chunks ADD COLUMN off INTEGER")
-        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (_SCHEMA_VERSION,))
-        db.execute("COMMIT")
-    elif version and version[0][0] != _SCHEMA_VERSION:
-        raise PoolStateError(
-            f"pool.sqlite has schema {version[0][0]}; this Thur knows 1 and {_SCHEMA_VERSION}"
-        )
-    db.execute("INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (_SCHEMA_VERSION,))
-    db.execute(_SEG_INDEX)
