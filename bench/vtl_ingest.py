@@ -229,45 +229,62 @@ CHILDREN = {"raw": child_raw, "drives": child_drives}
 
 
 def run_child(
-    kind: str, work: Path, images: list[Path], record: int, drives: int, profile: Path | None
+    kind: str,
+    work: Path,
+    images: list[Path],
+    record: int,
+    drives: int,
+    profile: Path | None,
+    cpus: list[int],
 ) -> dict:
     args = [__file__, "--child", kind, "--work", str(work), "--record", str(record)]
     args += ["--drives", str(drives), "--images", ",".join(map(str, images))]
+    args += ["--cpus", ",".join(map(str, cpus))]
     out = None
     if profile is not None and kind == "drives":
-        out = profile / f"{drives}drive-{record >> 10}k.txt"
+        out = profile / f"{drives}drive-{record >> 10}k-{len(cpus)}cpu.txt"
     return run_json_child(args, out)
 
 
 def _child_main(args: argparse.Namespace) -> None:
+    # Pinned before any thread starts: threads inherit the caller's CPU mask.
+    os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     images = [Path(p) for p in args.images.split(",")]
     report(CHILDREN[args.child](args.work, images, args.record, args.drives))
 
 
-def table(results: dict[str, dict], drive_counts: list[int]) -> str:
+def table(results: dict[str, dict], ncpus: int) -> str:
     lines = [
         "| record | contender | MB/s per drive | × raw | aggregate MB/s | × 1 drive "
-        "| CPU s | +upload s | peak RSS MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| × 1 drive on 1 CPU | CPU s | +upload s | peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, r in results.items():
         rec, name = key.split("/")
         mbps = [b / s / 1e6 for b, s in zip(r["bytes"], r["seconds"], strict=True)]
         agg = sum(r["bytes"]) / max(r["seconds"]) / 1e6
         raw = results.get(f"{rec}/raw")
-        raw_mbps = raw["bytes"][0] / raw["seconds"][0] / 1e6 if raw else None
+        raw_mbps = _mbps(raw) if raw else None
         x_raw = " / ".join(f"{m / raw_mbps:.2f}" for m in mbps) if raw_mbps else "—"
+        x_one = x_core = "—"
+        many = name != "raw" and len(mbps) > 1
         single = results.get(f"{rec}/1 drive")
-        x_one = "—"
-        if single and name != "raw" and name != "1 drive":
-            x_one = f"{agg / (single['bytes'][0] / single['seconds'][0] / 1e6):.2f}"
+        if single and many:
+            x_one = f"{agg / _mbps(single):.2f}"
+        one_cpu = results.get(f"{rec}/1 drive, 1 CPU")
+        if one_cpu and many and len(mbps) == ncpus:  # n drives on n CPUs
+            x_core = f"{agg / _mbps(one_cpu):.2f}"
         upload = f"{r['upload']:.1f}" if "upload" in r else "—"
         lines.append(
             f"| {rec} | {name} | {' / '.join(f'{m:.0f}' for m in mbps)} | {x_raw} "
-            f"| {agg:.0f} | {x_one} | {r['cpu']:.1f} | {upload} | {r['rss'] / MiB:.0f} |"
+            f"| {agg:.0f} | {x_one} | {x_core} | {r['cpu']:.1f} | {upload} "
+            f"| {r['rss'] / MiB:.0f} |"
         )
-    del drive_counts
     return "\n".join(lines)
+
+
+def _mbps(res: dict) -> float:
+    return res["bytes"][0] / res["seconds"][0] / 1e6
 
 
 # Layers of a profile, for `_common.breakdown` (first match, innermost frame first).
@@ -327,6 +344,9 @@ def main() -> None:
     ap.add_argument("--drives", default="1,2", help="drive counts (child: how many)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds, contenders interleaved")
     ap.add_argument("--work", type=Path, help="parent of the temp dir (same disk as the pool)")
+    ap.add_argument(
+        "--cpus", help="CPUs every contender runs on, e.g. 0,1 (default: all this process may use)"
+    )
     ap.add_argument("--keep-data", type=Path, help="generate images into / reuse this dir")
     ap.add_argument("--profile", type=Path, help="py-spy profiles of the drive runs go here")
     ap.add_argument("--child")
@@ -339,6 +359,10 @@ def main() -> None:
         return
 
     counts = [int(x) for x in args.drives.split(",")]
+    if args.cpus:
+        cpus = sorted(int(c) for c in args.cpus.split(","))
+    else:
+        cpus = sorted(os.sched_getaffinity(0))
     records = [parse_size(x) for x in args.records.split(",")]
     root = Path(tempfile.mkdtemp(prefix="thur-vtl-bench-", dir=args.work))
     try:
@@ -360,16 +384,20 @@ def main() -> None:
             results: dict[str, dict] = {}
             for record in records:
                 label = f"{record >> 10} KiB" if record < MiB else f"{record >> 20} MiB"
-                plan = [("raw", 1)] + [("drives", n) for n in counts]
-                for kind, n in plan:
-                    work = root / f"run-{rnd}-{kind}-{n}-{record}"
+                plan = [("raw", 1, cpus)] + [("drives", n, cpus) for n in counts]
+                if 1 in counts and len(cpus) > 1:
+                    plan.append(("drives", 1, cpus[:1]))  # the base of per-CPU scaling
+                for kind, n, on in plan:
+                    work = root / f"run-{rnd}-{kind}-{n}-{len(on)}-{record}"
                     work.mkdir()
-                    res = run_child(kind, work, images[: max(n, 1)], record, n, args.profile)
+                    res = run_child(kind, work, images[: max(n, 1)], record, n, args.profile, on)
                     shutil.rmtree(work, ignore_errors=True)
                     name = "raw" if kind == "raw" else f"{n} drive" + ("s" if n > 1 else "")
+                    if kind == "drives" and len(on) < len(cpus):
+                        name += f", {len(on)} CPU"
                     results[f"{label}/{name}"] = res
                     print(f"round {rnd + 1}: {label} {name} done", file=sys.stderr)
-            print(f"\nround {rnd + 1} of {args.repeat}\n{table(results, counts)}", flush=True)
+            print(f"\nround {rnd + 1} of {args.repeat}\n{table(results, len(cpus))}", flush=True)
             print("\nCPU seconds by thread, up to the last filemark (main: setup too):")
             for key, res in results.items():
                 if "thread_cpu" in res:

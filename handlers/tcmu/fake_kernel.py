@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import mmap
+import os
 import select
 import socket
 from dataclasses import dataclass
@@ -127,7 +128,11 @@ class FakeKernel:
         self.data_off = self.cmdr_off + cmdr_size
         self.block_size = block_size
         self.size = self.data_off + data_blocks * block_size
-        self.map = mmap.mmap(-1, self.size)
+        # A memfd rather than an anonymous map: the data-out scatter is a pwrite to it,
+        # a copy made without the GIL, as the kernel's copy is made outside the handler.
+        self._fd = os.memfd_create("fake-tcmu", os.MFD_CLOEXEC)
+        os.ftruncate(self._fd, self.size)
+        self.map = mmap.mmap(self._fd, self.size)
         self._mv = memoryview(self.map)
         self._base = ffi.from_buffer("char[]", self.map, require_writable=True)
         self._mb = ffi.cast("struct tcmu_mailbox *", self._base)
@@ -140,7 +145,9 @@ class FakeKernel:
         self._head = start_offset
         self._last_cleaned = start_offset
         self._zeros = bytes(max(cmdr_size // 2, CMD_ENTRY_SIZE))
-        self._data = DataArea(self._mv, self.data_off, data_blocks, block_size, poison)
+        self._data = DataArea(
+            self._mv, self._fd, self.data_off, data_blocks, block_size, poison
+        )
         self._free_ids: list[int] = []
         self._next_id = 1
         self._inflight: dict[int, _Inflight] = {}
@@ -189,6 +196,7 @@ class FakeKernel:
         ffi.release(self._base)
         self._mv.release()
         self.map.close()
+        os.close(self._fd)
         self._kernel_sock.close()
         self._handler_sock.close()
 

@@ -141,7 +141,8 @@ class Ring:
                 f"cmdr_size={self.cmdr_size} map={self.size}"
             )
         self.read_len_supported = bool(self.flags & TCMU_MAILBOX_FLAG_CAP_READ_LEN)
-        self._io = CommandIO(self._mv, self.data_off, self.read_len_supported)
+        map_addr = int(ffi.cast("uintptr_t", self._base))  # valid until close() releases it
+        self._io = CommandIO(self._mv, self.data_off, self.read_len_supported, map_addr)
 
     # -- mailbox views -------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -79,10 +80,25 @@ def test_stream_memory_is_bounded_by_max_size() -> None:
     ch = StreamChunker(SMALL)
     data = random.Random(3).randbytes(200_000)
     ch.feed(data)  # one huge piece is sliced internally
-    assert ch._n < 3 * SMALL.max_size and len(ch._buf) <= 3 * SMALL.max_size
+    assert ch._window is not None
+    assert ch._n < 3 * SMALL.max_size and len(ch._window.map) <= 3 * SMALL.max_size
     for i in range(0, len(data), 300):
         ch.feed(data[i : i + 300])
-        assert ch._n < 3 * SMALL.max_size and len(ch._buf) <= 3 * SMALL.max_size
+        assert ch._n < 3 * SMALL.max_size and len(ch._window.map) <= 3 * SMALL.max_size
+
+
+def test_stream_window_is_freed_at_finish_and_made_again() -> None:
+    ch = StreamChunker(SMALL)
+    assert ch._window is None  # nothing allocated until bytes arrive
+    data = _data(5, 50_000)
+    first = ch.feed(data) + ch.finish()
+    assert ch._window is None and b"".join(first) == data
+    assert all(type(c) is bytes for c in first)
+    second = ch.feed(data) + ch.finish()  # same stream again: same cuts
+    assert second == first
+    ch.feed(data[:1000])
+    ch.close()  # dropping a stream half-way frees the window too
+    assert ch._window is None and ch.finish() == []
 
 
 def test_dedup_survives_an_insertion() -> None:
@@ -103,3 +119,13 @@ def test_fixed_chunker() -> None:
     assert ch.finish() == []
     with pytest.raises(ValueError):
         FixedChunker(0)
+
+
+def test_a_dropped_chunker_closes_its_window() -> None:
+    ch = StreamChunker(SMALL)
+    ch.feed(_data(6, 10_000))
+    fd = ch._window.fd  # type: ignore[union-attr]
+    os.fstat(fd)  # open
+    del ch  # no finish(), no close(): the finalizer frees it
+    with pytest.raises(OSError):
+        os.fstat(fd)

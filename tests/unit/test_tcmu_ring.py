@@ -47,6 +47,30 @@ def test_data_out_is_gathered_across_three_iovecs(fake: FakeKernel) -> None:
     assert done[cmd_id].status == GOOD
 
 
+@pytest.mark.parametrize("split", [1, 3])
+def test_large_data_out_is_gathered_without_the_gil_into_a_private_copy(split: int) -> None:
+    # >= UNLOCKED_GATHER_MIN: copied by ctypes.memmove into a new bytes object.
+    kernel = FakeKernel(data_blocks=64, block_size=4096)
+    try:
+        payload = os.urandom(200 * 1024 + 123)
+        cmd_id = kernel.submit(write6(len(payload)), data_out=payload, iov_split=split)
+        kept: list[memoryview] = []
+
+        def keep(cdb: bytes, data_out: memoryview | None) -> Response:
+            assert data_out is not None
+            kept.append(data_out)
+            return Response()
+
+        _, done = serve(kernel, StubEngine(keep))
+        assert done[cmd_id].status == GOOD
+        # The blocks go back to the kernel and are reused: the engine's copy must not move.
+        kernel.submit(write6(len(payload)), data_out=bytes(len(payload)), iov_split=split)
+        assert bytes(kept[0]) == payload
+        assert isinstance(kept[0].obj, bytes)
+    finally:
+        kernel.close()
+
+
 def test_data_in_is_scattered_across_three_iovecs(fake: FakeKernel) -> None:
     engine = StubEngine()
     engine.read_data = os.urandom(1536)

@@ -183,6 +183,7 @@ class PartitionStream:
             fut.exception()
         self._inflight.clear()
         self._tail = Tail()
+        self._chunker.close()
         self._chunker = StreamChunker(self.params)
         self._cache.clear()
         self.length = self.cmap.end
@@ -217,6 +218,7 @@ class PartitionStream:
             restart = prefix or b""
         self._tail = Tail(restart)
         self.length = x
+        self._chunker.close()
         self._chunker = StreamChunker(self.params)
         self._primed = True
         self._submit(self._chunker.feed(restart))
