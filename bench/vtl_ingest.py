@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/vtl_ingest.py [--size 1.0] [--seed 1] [--records 256k,1m]
                                           [--drives 1,2] [--repeat 1] [--work DIR]
-                                          [--keep-data DIR] [--profile DIR]
+                                          [--keep-data DIR] [--profile DIR] [--cpus 0,1]
 
 Per drive, a deterministic backup-like tape image of about `--size` GiB is made
 with bench/pool_ingest.py's generator (6 generations of a file tree: text,
@@ -28,11 +28,23 @@ pool in a temp dir on the same disk as the images:
            point and is inside the timing. Uploads to the bucket go on in the
            background and are not waited for ("+upload s": until they are).
 
+- 1 drive, 1 CPU: the 1-drive contender pinned to one CPU (sched_setaffinity
+           before any thread starts), when the run has more than one CPU.
+
+Every contender runs on `--cpus` (default: every CPU this process may use);
+on a bigger machine `--cpus 0,1` gives the issue's "two drives on two cores".
+
 MB/s is per drive (its bytes / its time); "aggregate" is all drives' bytes over
 the slowest drive's time; "x raw" divides by the raw ceiling of the same
 records in the same round; "x 1 drive" divides the aggregate by the
-single-drive MB/s of the same round. Targets: >= 0.8 x raw per drive,
->= 1.6 x single drive for two drives.
+single-drive MB/s of the same round (both on all the CPUs); "x 1 drive on 1
+CPU" divides the aggregate of N drives on N CPUs by the MB/s of one drive on
+one CPU, the per-core scaling. Both are printed because on two CPUs they
+answer different questions: one drive already keeps ~1.6 of two CPUs busy
+(its chunking, hashing, compression and writes are pipelined over threads),
+so "x 1 drive" is bounded near 1.25 there however well drives scale, and
+gets *lower* as a single drive gets faster. Targets: >= 0.8 x raw per drive,
+>= 1.6 x single drive for two drives on two cores.
 
 `--profile DIR` runs each drive contender under `py-spy record --idle --threads`
 (wall time of every thread) and prints, per kind of thread, where its time goes
