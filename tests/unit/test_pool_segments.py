@@ -148,3 +148,24 @@ def test_a_pool_of_an_unknown_newer_schema_is_refused_by_name(tmp_path: Path) ->
     db.close()
     with pytest.raises(PoolStateError, match="schema 9"):
         LocalStore(PoolConfig(tmp_path / "pool", budget_bytes=1 << 20, disk_free_floor=0))
+
+
+def test_the_open_time_merge_of_chunk_files_reads_an_index_not_every_row(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from thur.pool.recovery import _rows
+
+    store = LocalStore(PoolConfig(tmp_path / "pool", budget_bytes=1 << 24, disk_free_floor=0))
+    store.put_many([blob(i) for i in range(20)])
+    store.close()
+    db = sqlite3.connect(tmp_path / "pool" / "pool.sqlite", isolation_level=None)
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT id, durable FROM chunks"
+        " WHERE id > ? AND seg IS NULL ORDER BY id LIMIT ?",
+        (b"", 10),
+    ).fetchall()
+    assert "chunks_in_files" in " ".join(str(step[-1]) for step in plan)
+    assert list(_rows(db)) == []  # every row is in a segment
+    db.close()

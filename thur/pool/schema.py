@@ -28,6 +28,10 @@ CREATE INDEX IF NOT EXISTS chunks_by_state ON chunks(durable, seq);
 # keep NULL and their files stay readable), then creates the segment index.
 SCHEMA_VERSION = "2"
 SEG_INDEX = "CREATE INDEX IF NOT EXISTS chunks_by_seg ON chunks(seg, off) WHERE seg IS NOT NULL"
+# Recovery merges schema 1 rows with their chunk files at every open: with this
+# partial index that is a lookup, not a pass over every row of a segment-only pool.
+# New chunks (seg set) never enter it, so it costs writes nothing.
+FILE_INDEX = "CREATE INDEX IF NOT EXISTS chunks_in_files ON chunks(id) WHERE seg IS NULL"
 
 
 def open_schema(db: sqlite3.Connection) -> None:
@@ -46,3 +50,4 @@ def open_schema(db: sqlite3.Connection) -> None:
         )
     db.execute("INSERT OR IGNORE INTO meta VALUES('schema_version', ?)", (SCHEMA_VERSION,))
     db.execute(SEG_INDEX)
+    db.execute(FILE_INDEX)
