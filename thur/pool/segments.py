@@ -185,6 +185,10 @@ class SegmentFiles:
 
     # ---- reading ---------------------------------------------------------------
 
+    def chunk_file_span(self, loc: Loc) -> tuple[str, int, int]:
+        """(path, offset, length) of the chunk file inside the record at `loc`."""
+        return self.path(loc.seg), loc.off + CHUNK_ID_LEN, loc.size - CHUNK_ID_LEN
+
     def read(self, cid: bytes, loc: Loc) -> bytes:
         """The chunk file bytes of `cid`'s record at `loc`.
 

@@ -60,7 +60,7 @@ from pathlib import Path
 
 from . import chunkfile
 from .chunkfile import Encoded
-from .chunkid import CHUNK_ID_LEN, chunk_id
+from .chunkid import chunk_id
 from .clock import Clock, SystemClock
 from .codec import CompressionPolicy, Compressor
 from .commit import GroupCommit
@@ -455,7 +455,7 @@ class LocalStore(SpaceMixin):
         size, _durable, seg, off = found
         if seg is None:
             return self._files.path(cid), 0, size
-        return self._segs.path(seg), off + CHUNK_ID_LEN, size - CHUNK_ID_LEN
+        return self._segs.chunk_file_span(Loc(seg, off, size))
 
     def contains(self, cid: bytes) -> bool:
         return self._lookup(cid) is not None
