@@ -30,6 +30,9 @@ pool in a temp dir on the same disk as the images:
 
 - 1 drive, 1 CPU: the 1-drive contender pinned to one CPU (sched_setaffinity
            before any thread starts), when the run has more than one CPU.
+- raw ×N, N CPUs: N raw children at once, each pinned to its own CPU and fed its
+           own image: how far the machine itself scales N independent loops
+           that share nothing (printed as "raw ×N ÷ raw" under the table).
 
 Every contender runs on `--cpus` (default: every CPU this process may use);
 on a bigger machine `--cpus 0,1` gives the issue's "two drives on two cores".
@@ -258,6 +261,31 @@ def run_child(
     return run_json_child(args, out)
 
 
+def run_raws(work: Path, images: list[Path], record: int, cpus: list[int]) -> dict:
+    """One raw child per CPU, all at once, each on its own image: the machine's scaling."""
+    out: list[dict] = [{} for _ in cpus]
+
+    def one(k: int) -> None:
+        (work / str(k)).mkdir()
+        out[k] = run_child(
+            "raw", work / str(k), images[k : k + 1], record, 1, None, cpus[k : k + 1]
+        )
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(len(cpus))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if not all(out):
+        raise RuntimeError("a raw child failed")
+    return {
+        "seconds": [r["seconds"][0] for r in out],
+        "bytes": [r["bytes"][0] for r in out],
+        "cpu": sum(r["cpu"] for r in out),
+        "rss": max(r["rss"] for r in out),
+    }
+
+
 def _child_main(args: argparse.Namespace) -> None:
     # Pinned before any thread starts: threads inherit the caller's CPU mask.
     os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
@@ -279,7 +307,7 @@ def table(results: dict[str, dict], ncpus: int) -> str:
         raw_mbps = _mbps(raw) if raw else None
         x_raw = " / ".join(f"{m / raw_mbps:.2f}" for m in mbps) if raw_mbps else "—"
         x_one = x_core = "—"
-        many = name != "raw" and len(mbps) > 1
+        many = not name.startswith("raw") and len(mbps) > 1
         single = results.get(f"{rec}/1 drive")
         if single and many:
             x_one = f"{agg / _mbps(single):.2f}"
@@ -399,17 +427,30 @@ def main() -> None:
                 plan = [("raw", 1, cpus)] + [("drives", n, cpus) for n in counts]
                 if 1 in counts and len(cpus) > 1:
                     plan.append(("drives", 1, cpus[:1]))  # the base of per-CPU scaling
+                # What the machine itself gives: n raw loops, one per CPU.
+                plan += [("raws", n, cpus[:n]) for n in counts if 1 < n <= len(cpus)]
                 for kind, n, on in plan:
                     work = root / f"run-{rnd}-{kind}-{n}-{len(on)}-{record}"
                     work.mkdir()
-                    res = run_child(kind, work, images[: max(n, 1)], record, n, args.profile, on)
+                    if kind == "raws":
+                        res = run_raws(work, images[:n], record, on)
+                        name = f"raw ×{n}, {n} CPUs"
+                    else:
+                        res = run_child(
+                            kind, work, images[: max(n, 1)], record, n, args.profile, on
+                        )
+                        name = "raw" if kind == "raw" else f"{n} drive" + ("s" if n > 1 else "")
                     shutil.rmtree(work, ignore_errors=True)
-                    name = "raw" if kind == "raw" else f"{n} drive" + ("s" if n > 1 else "")
                     if kind == "drives" and len(on) < len(cpus):
                         name += f", {len(on)} CPU"
                     results[f"{label}/{name}"] = res
                     print(f"round {rnd + 1}: {label} {name} done", file=sys.stderr)
             print(f"\nround {rnd + 1} of {args.repeat}\n{table(results, len(cpus))}", flush=True)
+            for key, res in results.items():
+                rec, name = key.split("/")
+                if name.startswith("raw ×") and f"{rec}/raw" in results:
+                    agg = sum(res["bytes"]) / max(res["seconds"]) / 1e6
+                    print(f"{rec}: {name} ÷ raw = {agg / _mbps(results[f'{rec}/raw']):.2f}")
             print("\nCPU seconds by thread, up to the last filemark (main: setup too):")
             for key, res in results.items():
                 if "thread_cpu" in res:
