@@ -111,6 +111,8 @@ class DataArea:
             piece = src[pos : pos + ln]
             while piece:  # pwrite: the copy runs without the GIL, like the kernel's
                 n = os.pwrite(self._fd, piece, base)
+                if n <= 0:
+                    raise OSError(f"fake data area: pwrite wrote nothing at {base}")
                 piece, base = piece[n:], base + n
             pos += ln
 

@@ -94,6 +94,8 @@ class _Window:
     def write(self, at: int, data: memoryview) -> None:
         while data:
             n = os.pwrite(self.fd, data, at)
+            if n <= 0:  # cannot happen inside the file; never loop on it
+                raise OSError(f"chunker window: pwrite wrote nothing at {at}")
             data, at = data[n:], at + n
 
     def read(self, start: int, stop: int) -> bytes:
