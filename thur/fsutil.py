@@ -17,6 +17,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, at: int) -> None:
+    """`pwrite` all of `data` at offset `at`, however many calls it takes."""
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.pwrite(fd, view, at)
+        if n <= 0:  # a regular file never does this; never loop on it
+            raise OSError(f"pwrite wrote nothing at offset {at}")
+        view, at = view[n:], at + n
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace `path` with `data` so a crash leaves either the old or the new file.
 

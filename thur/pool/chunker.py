@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 from pyfastcdc import FastCDC
 
+from thur.fsutil import pwrite_all
+
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -92,11 +94,7 @@ class _Window:
         self._release = weakref.finalize(self, _release, self.map, self.fd)
 
     def write(self, at: int, data: memoryview) -> None:
-        while data:
-            n = os.pwrite(self.fd, data, at)
-            if n <= 0:  # cannot happen inside the file; never loop on it
-                raise OSError(f"chunker window: pwrite wrote nothing at {at}")
-            data, at = data[n:], at + n
+        pwrite_all(self.fd, data, at)
 
     def read(self, start: int, stop: int) -> bytes:
         out = os.pread(self.fd, stop - start, start)

@@ -76,7 +76,6 @@ from .submit import Data, SkipIf, Submitter, default_put_workers
 GiB = 1 << 30
 
 
-
 @dataclass(slots=True)
 class PoolConfig:
     """Where the pool lives and how much it may use.

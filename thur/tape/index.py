@@ -48,6 +48,8 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+from thur.fsutil import pwrite_all
+
 RECORD = struct.Struct("<QQIB3x")
 CHUNK = struct.Struct("<QI4x32s16x")
 KIND_RECORD = 0
@@ -131,12 +133,7 @@ class EntryFile:
             return
         start = self._on_disk
         at = start * self.size
-        with memoryview(self._pending) as whole:
-            view = whole
-            while view:
-                done = os.pwrite(self._fd, view, at)
-                view, at = view[done:], at + done
-            del view
+        pwrite_all(self._fd, self._pending, at)
         self._on_disk += len(self._pending) // self.size
         self._pending.clear()
         self._block = (-1, b"")
