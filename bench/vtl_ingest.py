@@ -304,7 +304,7 @@ def table(results: dict[str, dict], ncpus: int) -> str:
     for key, r in results.items():
         rec, name = key.split("/")
         mbps = [b / s / 1e6 for b, s in zip(r["bytes"], r["seconds"], strict=True)]
-        agg = sum(r["bytes"]) / max(r["seconds"]) / 1e6
+        agg = _aggregate(r)
         raw = results.get(f"{rec}/raw")
         raw_mbps = _mbps(raw) if raw else None
         x_raw = " / ".join(f"{m / raw_mbps:.2f}" for m in mbps) if raw_mbps else "—"
@@ -326,7 +326,13 @@ def table(results: dict[str, dict], ncpus: int) -> str:
 
 
 def _mbps(res: dict) -> float:
+    """MB/s of a contender's first (or only) drive or loop."""
     return res["bytes"][0] / res["seconds"][0] / 1e6
+
+
+def _aggregate(res: dict) -> float:
+    """MB/s of all its drives or loops: their bytes over the slowest one's time."""
+    return sum(res["bytes"]) / max(res["seconds"]) / 1e6
 
 
 # Layers of a profile, for `_common.breakdown` (first match, innermost frame first).
@@ -453,8 +459,7 @@ def main() -> None:
                 rec, name = key.split("/")
                 base = results.get(f"{rec}/raw ×1, 1 CPU")
                 if name.startswith("raw ×") and base is not None and res is not base:
-                    agg = sum(res["bytes"]) / max(res["seconds"]) / 1e6
-                    print(f"{rec}: {name} ÷ raw ×1, 1 CPU = {agg / _mbps(base):.2f}")
+                    print(f"{rec}: {name} ÷ raw ×1, 1 CPU = {_aggregate(res) / _mbps(base):.2f}")
             print("\nCPU seconds by thread, up to the last filemark (main: setup too):")
             for key, res in results.items():
                 if "thread_cpu" in res:
