@@ -35,6 +35,10 @@ pool in a temp dir on the same disk as the images:
            machine itself scales N loops that share nothing, printed under the
            table as "raw ×N, N CPUs ÷ raw ×1, 1 CPU". A pinned raw loop runs
            faster than an unpinned one here, so it, not `raw`, is the base.
+- N drives, N processes: N one-drive children at once, each with its own pool, all
+           on `--cpus` like "N drives": the same drive code with nothing shared,
+           not even the interpreter. Printed under the table as "N drives in 1
+           process ÷ in N processes": what sharing one process (its GIL) costs.
 
 Every contender runs on `--cpus` (default: every CPU this process may use);
 on a bigger machine `--cpus 0,1` gives the issue's "two drives on two cores".
@@ -263,29 +267,37 @@ def run_child(
     return run_json_child(args, out)
 
 
-def run_raws(work: Path, images: list[Path], record: int, cpus: list[int]) -> dict:
-    """One raw child per CPU, all at once, each on its own image: the machine's scaling."""
-    out: list[dict] = [{} for _ in cpus]
+def run_apart(
+    kind: str, work: Path, images: list[Path], record: int, cpus: list[list[int]]
+) -> dict:
+    """One `kind` child per image, all at once, child k on CPUs `cpus[k]`, sharing nothing.
+
+    raw: one loop per CPU, how far the machine itself scales. drives: one drive per
+    process, each with its own pool, how far the drive code scales without sharing a
+    process (and its GIL) with the other drives.
+    """
+    out: list[dict] = [{} for _ in images]
 
     def one(k: int) -> None:
         (work / str(k)).mkdir()
-        out[k] = run_child(
-            "raw", work / str(k), images[k : k + 1], record, 1, None, cpus[k : k + 1]
-        )
+        out[k] = run_child(kind, work / str(k), images[k : k + 1], record, 1, None, cpus[k])
 
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(len(cpus))]
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(len(images))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if not all(out):
-        raise RuntimeError("a raw child failed")
-    return {
+        raise RuntimeError(f"a {kind} child failed")
+    res = {
         "seconds": [r["seconds"][0] for r in out],
         "bytes": [r["bytes"][0] for r in out],
         "cpu": sum(r["cpu"] for r in out),
         "rss": max(r["rss"] for r in out),
     }
+    if kind == "drives":
+        res["upload"] = max(r["upload"] for r in out)
+    return res
 
 
 def _child_main(args: argparse.Namespace) -> None:
@@ -435,15 +447,20 @@ def main() -> None:
                 plan = [("raw", 1, cpus)] + [("drives", n, cpus) for n in counts]
                 if 1 in counts and len(cpus) > 1:
                     plan.append(("drives", 1, cpus[:1]))  # the base of per-CPU scaling
-                # What the machine itself gives: n raw loops, one per CPU.
+                # What the machine itself gives: n raw loops, one per CPU; and what
+                # n drives give in n processes (no shared GIL) on the same CPUs.
                 if len(cpus) > 1:
                     plan += [("raws", n, cpus[:n]) for n in sorted({1, *counts}) if n <= len(cpus)]
+                    plan += [("apart", n, cpus) for n in counts if n > 1]
                 for kind, n, on in plan:
                     work = root / f"run-{rnd}-{kind}-{n}-{len(on)}-{record}"
                     work.mkdir()
                     if kind == "raws":
-                        res = run_raws(work, images[:n], record, on)
+                        res = run_apart("raw", work, images[:n], record, [[c] for c in on])
                         name = f"raw ×{n}, {n} CPU" + ("s" if n > 1 else "")
+                    elif kind == "apart":
+                        res = run_apart("drives", work, images[:n], record, [on] * n)
+                        name = f"{n} drives, {n} processes"
                     else:
                         res = run_child(
                             kind, work, images[: max(n, 1)], record, n, args.profile, on
@@ -460,6 +477,12 @@ def main() -> None:
                 base = results.get(f"{rec}/raw ×1, 1 CPU")
                 if name.startswith("raw ×") and base is not None and res is not base:
                     print(f"{rec}: {name} ÷ raw ×1, 1 CPU = {_aggregate(res) / _mbps(base):.2f}")
+                together = results.get(f"{rec}/{name.split(',')[0]}")
+                if name.endswith(" processes") and together is not None:
+                    print(
+                        f"{rec}: {name.split(',')[0]} in 1 process ÷ in {name.split(', ')[1]} "
+                        f"= {_aggregate(together) / _aggregate(res):.2f}"
+                    )
             print("\nCPU seconds by thread, up to the last filemark (main: setup too):")
             for key, res in results.items():
                 if "thread_cpu" in res:
