@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,10 +15,10 @@ from handlers.tcmu.fake_data import DataArea, RingFull
 BLOCKS, BS = 32, 16
 
 
-def _area() -> DataArea:
+def _area(blocks: int = BLOCKS, bs: int = BS) -> DataArea:
     fd = os.memfd_create("test-data-area")
-    os.ftruncate(fd, BLOCKS * BS)
-    return DataArea(memoryview(mmap.mmap(fd, BLOCKS * BS)), fd, 0, BLOCKS, BS, poison=False)
+    os.ftruncate(fd, blocks * bs)
+    return DataArea(memoryview(mmap.mmap(fd, blocks * bs)), fd, 0, blocks, bs, poison=False)
 
 
 def _lowest_free(used: list[bool], count: int) -> list[int] | None:
@@ -51,11 +53,13 @@ def test_blocks_are_always_the_lowest_free_ones(ops: list[tuple[bool, int]]) -> 
                 used[b] = False
 
 
-def test_data_out_lands_in_the_map_through_the_file() -> None:
-    area = _area()
-    blocks = area.alloc(3 * BS, 3)  # three discontiguous runs
-    iovs = area.iovecs(blocks, 3 * BS)
+@pytest.mark.parametrize("bs", [BS, 32 * 1024])  # through the map; by pwrite (>= 64 KiB)
+def test_data_out_lands_in_the_iovecs(bs: int) -> None:
+    area = _area(BLOCKS, bs)
+    blocks = area.alloc(3 * bs, 3)  # three discontiguous runs
+    iovs = area.iovecs(blocks, 3 * bs)
     assert len(iovs) == 3
-    data = bytes(range(3 * BS))
+    data = random.Random(bs).randbytes(3 * bs)
     area.write(data, iovs)
     assert b"".join(bytes(area._mv[b : b + n]) for b, n in iovs) == data
+    assert os.pread(area._fd, BLOCKS * bs, 0) == bytes(area._mv)  # one memory

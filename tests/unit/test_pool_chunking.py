@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thur.pool import ChunkerParams, FixedChunker, StreamChunker, chunk_id, parse_chunk_id
+from thur.pool.chunker import UNLOCKED_COPY_MIN
 
 SMALL = ChunkerParams(min_size=256, avg_size=1024, max_size=4096)
 
@@ -99,6 +100,25 @@ def test_stream_window_is_freed_at_finish_and_made_again() -> None:
     ch.feed(data[:1000])
     ch.close()  # dropping a stream half-way frees the window too
     assert ch._window is None and ch.finish() == []
+
+
+def test_small_and_large_pieces_take_both_copy_paths_with_the_same_cuts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pieces under UNLOCKED_COPY_MIN are copied through the map, larger ones by
+    # pwrite; the default window is big enough for both to reach it unsliced.
+    import thur.pool.chunker as chunker
+
+    pwritten: list[int] = []
+    real = chunker.pwrite_all
+    monkeypatch.setattr(
+        chunker, "pwrite_all", lambda fd, data, at: (pwritten.append(len(data)), real(fd, data, at))
+    )
+    data = _data(7, 3_000_000)
+    whole = [bytes(c.data) for c in ChunkerParams().make().cut_buf(data)]
+    sizes = [200_000, 1000, UNLOCKED_COPY_MIN, UNLOCKED_COPY_MIN - 1, 7]
+    assert _feed(ChunkerParams(), data, sizes) == whole
+    assert pwritten and min(pwritten) >= UNLOCKED_COPY_MIN
 
 
 def test_dedup_survives_an_insertion() -> None:

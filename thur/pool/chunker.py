@@ -79,6 +79,10 @@ class ChunkerParams:
         )
 
 
+# Pieces at least this long are copied into the window with the GIL released.
+UNLOCKED_COPY_MIN = 64 * 1024
+
+
 class _Window:
     """A fixed-size byte window in a memfd: copies in and out drop the GIL."""
 
@@ -94,7 +98,12 @@ class _Window:
         self._release = weakref.finalize(self, _release, self.map, self.fd)
 
     def write(self, at: int, data: memoryview) -> None:
-        pwrite_all(self.fd, data, at)
+        if len(data) < UNLOCKED_COPY_MIN:
+            # A small piece is cheaper copied through the map: `pwrite` would drop the
+            # GIL for a microsecond and then wait to take it back from another thread.
+            self.map[at : at + len(data)] = data
+        else:
+            pwrite_all(self.fd, data, at)
 
     def read(self, start: int, stop: int) -> bytes:
         out = os.pread(self.fd, stop - start, start)
