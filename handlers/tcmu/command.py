@@ -32,7 +32,10 @@ _VARIABLE_LENGTH_CMD = 0x7F
 Iovecs = list[tuple[int, int]]  # (offset into the map, length)
 
 # Data-out at least this long is copied with the GIL released (`_gather_unlocked`).
-UNLOCKED_GATHER_MIN = 64 * 1024
+# Below it a plain copy is cheaper: it holds the GIL ~10 us per 256 KiB, while giving
+# the GIL up and taking it back from a busy thread costs more than that (measured
+# with two drives, docs/PERFORMANCE.md "Copies under 1 MiB hold the GIL").
+UNLOCKED_GATHER_MIN = 1024 * 1024
 
 # PyBytes_FromStringAndSize(NULL, n): a new bytes object whose n bytes the caller fills
 # before anyone else sees it (the C API's own way to build bytes in place).

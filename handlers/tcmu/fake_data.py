@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 
 POISON = 0xA5
-# Data-out at least this long is scattered with `pwrite` (GIL released).
-_UNLOCKED_COPY_MIN = 64 * 1024
+# Data-out at least this long is scattered with `pwrite` (GIL released), as the
+# handler's own copies are (handlers/tcmu/command.py UNLOCKED_GATHER_MIN).
+_UNLOCKED_COPY_MIN = 1024 * 1024
 
 
 class HandlerBug(AssertionError):
@@ -109,8 +110,8 @@ class DataArea:
         """Scatter data-out into its iovecs (scatter_data_area)."""
         src = memoryview(data).cast("B")
         if len(src) < _UNLOCKED_COPY_MIN:
-            # Small: a copy through the map holds the GIL for less time than a
-            # `pwrite` takes to give it up and get it back.
+            # A copy through the map holds the GIL for less time than a `pwrite`
+            # takes to give it up and get it back.
             pos = 0
             for base, ln in iovs:
                 piece = src[pos : pos + ln]

@@ -53,7 +53,7 @@ def test_blocks_are_always_the_lowest_free_ones(ops: list[tuple[bool, int]]) -> 
                 used[b] = False
 
 
-@pytest.mark.parametrize("bs", [BS, 32 * 1024])  # through the map; by pwrite (>= 64 KiB)
+@pytest.mark.parametrize("bs", [BS, 512 * 1024])  # through the map; by pwrite (>= 1 MiB)
 def test_data_out_lands_in_the_iovecs(bs: int) -> None:
     area = _area(BLOCKS, bs)
     blocks = area.alloc(3 * bs, 3)  # three discontiguous runs

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from handlers.scsi.engine import CHECK_CONDITION, GOOD, Response
+from handlers.tcmu.command import UNLOCKED_GATHER_MIN
 from handlers.tcmu.fake_kernel import POISON, Completion, FakeKernel, RingFull
 from handlers.tcmu.ring import Ring
 from handlers.tcmu.uapi import (
@@ -48,11 +49,12 @@ def test_data_out_is_gathered_across_three_iovecs(fake: FakeKernel) -> None:
 
 
 @pytest.mark.parametrize("split", [1, 3])
-def test_large_data_out_is_gathered_without_the_gil_into_a_private_copy(split: int) -> None:
-    # >= UNLOCKED_GATHER_MIN: copied by ctypes.memmove into a new bytes object.
-    kernel = FakeKernel(data_blocks=64, block_size=4096)
+@pytest.mark.parametrize("size", [200 * 1024 + 123, UNLOCKED_GATHER_MIN + 123])
+def test_data_out_is_gathered_into_a_private_copy(split: int, size: int) -> None:
+    # From UNLOCKED_GATHER_MIN on, by ctypes.memmove into a new bytes object.
+    kernel = FakeKernel(data_blocks=2 * UNLOCKED_GATHER_MIN // 4096, block_size=4096)
     try:
-        payload = os.urandom(200 * 1024 + 123)
+        payload = os.urandom(size)
         cmd_id = kernel.submit(write6(len(payload)), data_out=payload, iov_split=split)
         kept: list[memoryview] = []
 

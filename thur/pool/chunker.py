@@ -79,12 +79,14 @@ class ChunkerParams:
         )
 
 
-# Pieces at least this long are copied into the window with the GIL released.
-UNLOCKED_COPY_MIN = 64 * 1024
+# Pieces at least this long are copied into the window with `pwrite` (GIL released);
+# shorter ones through the map, which costs less than giving the GIL up and taking it
+# back (docs/PERFORMANCE.md, "Copies under 1 MiB hold the GIL").
+UNLOCKED_COPY_MIN = 1024 * 1024
 
 
 class _Window:
-    """A fixed-size byte window in a memfd: copies in and out drop the GIL."""
+    """A fixed-size byte window in a memfd: chunks out, and pieces in from 1 MiB, drop the GIL."""
 
     def __init__(self, size: int) -> None:
         self.fd = os.memfd_create("thur-chunker", os.MFD_CLOEXEC)
@@ -99,8 +101,6 @@ class _Window:
 
     def write(self, at: int, data: memoryview) -> None:
         if len(data) < UNLOCKED_COPY_MIN:
-            # A small piece is cheaper copied through the map: `pwrite` would drop the
-            # GIL for a microsecond and then wait to take it back from another thread.
             self.map[at : at + len(data)] = data
         else:
             pwrite_all(self.fd, data, at)
