@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 
+from handlers.tcmu.command import UNLOCKED_GATHER_MIN
+
 POISON = 0xA5
-# Data-out at least this long is scattered with `pwrite` (GIL released), as the
-# handler's own copies are (handlers/tcmu/command.py UNLOCKED_GATHER_MIN).
-_UNLOCKED_COPY_MIN = 1024 * 1024
 
 
 class HandlerBug(AssertionError):
@@ -109,9 +108,9 @@ class DataArea:
     def write(self, data: bytes, iovs: list[tuple[int, int]]) -> None:
         """Scatter data-out into its iovecs (scatter_data_area)."""
         src = memoryview(data).cast("B")
-        if len(src) < _UNLOCKED_COPY_MIN:
-            # A copy through the map holds the GIL for less time than a `pwrite`
-            # takes to give it up and get it back.
+        if len(src) < UNLOCKED_GATHER_MIN:
+            # Like the handler's gather: below this a copy through the map holds the
+            # GIL for less time than a `pwrite` takes to give it up and get it back.
             pos = 0
             for base, ln in iovs:
                 piece = src[pos : pos + ln]
