@@ -488,12 +488,12 @@ def main() -> None:
                 base = results.get(f"{rec}/raw ×1, 1 CPU")
                 if name.startswith("raw ×") and base is not None and res is not base:
                     print(f"{rec}: {name} ÷ raw ×1, 1 CPU = {_aggregate(res) / _mbps(base):.2f}")
-                together = results.get(f"{rec}/{name.split(',')[0]}")
-                if name.endswith(" processes") and together is not None:
-                    print(
-                        f"{rec}: {name.split(',')[0]} in 1 process ÷ in {name.split(', ')[1]} "
-                        f"= {_aggregate(together) / _aggregate(res):.2f}"
-                    )
+                if name.endswith(" processes"):  # "N drives, N processes"
+                    drives, processes = name.split(", ")
+                    together = results.get(f"{rec}/{drives}")
+                    if together is not None:
+                        ratio = _aggregate(together) / _aggregate(res)
+                        print(f"{rec}: {drives} in 1 process ÷ in {processes} = {ratio:.2f}")
             print("\nCPU seconds by thread, up to the last filemark (main: setup too):")
             for key, res in results.items():
                 if "thread_cpu" in res:

@@ -17,6 +17,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Copies of at least this many bytes go through `pwrite` (which releases the GIL);
+# shorter ones are plain copies: one holds the GIL ~10 us per 256 KiB, less than
+# giving the GIL up and taking it back from a busy thread costs (measured with two
+# tape drives, docs/PERFORMANCE.md "Copies under 1 MiB hold the GIL").
+UNLOCKED_COPY_MIN = 1024 * 1024
+
+
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, at: int) -> None:
     """`pwrite` all of `data` at offset `at`, however many calls it takes."""
     view = memoryview(data).cast("B")

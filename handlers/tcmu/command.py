@@ -19,6 +19,7 @@ from handlers.tcmu.uapi import (
     TCMU_UFLAG_READ_LEN,
     ffi,
 )
+from thur.fsutil import UNLOCKED_COPY_MIN
 
 SAM_STAT_TASK_ABORTED = 0x40
 _SENSE_OFFSET = ffi.offsetof("struct tcmu_cmd_entry", "rsp", "sense_buffer")
@@ -30,12 +31,6 @@ _GROUP_CDB_LEN = (6, 10, 10, 12, 16, 12, 10, 10)
 _VARIABLE_LENGTH_CMD = 0x7F
 
 Iovecs = list[tuple[int, int]]  # (offset into the map, length)
-
-# Data-out at least this long is copied with the GIL released (`_gather_unlocked`).
-# Below it a plain copy is cheaper: it holds the GIL ~10 us per 256 KiB, while giving
-# the GIL up and taking it back from a busy thread costs more than that (measured
-# with two drives, docs/PERFORMANCE.md "Copies under 1 MiB hold the GIL").
-UNLOCKED_GATHER_MIN = 1024 * 1024
 
 # PyBytes_FromStringAndSize(NULL, n): a new bytes object whose n bytes the caller fills
 # before anyone else sees it (the C API's own way to build bytes in place).
@@ -143,7 +138,7 @@ class CommandIO:
         """Data-out, copied so the engine may keep it after the entry is completed."""
         mv = self._mv
         total = sum(ln for _, ln in iovs)
-        if total >= UNLOCKED_GATHER_MIN:
+        if total >= UNLOCKED_COPY_MIN:  # else a plain copy is cheaper (fsutil.py)
             return memoryview(_gather_unlocked(self._map_addr, iovs, total))
         if len(iovs) == 1:
             base, ln = iovs[0]

@@ -10,9 +10,7 @@ so a stale byte that would reach the initiator is easy to spot.
 
 from __future__ import annotations
 
-import os
-
-from handlers.tcmu.command import UNLOCKED_GATHER_MIN
+from thur.fsutil import UNLOCKED_COPY_MIN, pwrite_all
 
 POISON = 0xA5
 
@@ -108,23 +106,16 @@ class DataArea:
     def write(self, data: bytes, iovs: list[tuple[int, int]]) -> None:
         """Scatter data-out into its iovecs (scatter_data_area)."""
         src = memoryview(data).cast("B")
-        if len(src) < UNLOCKED_GATHER_MIN:
-            # Like the handler's gather: below this a copy through the map holds the
-            # GIL for less time than a `pwrite` takes to give it up and get it back.
-            pos = 0
-            for base, ln in iovs:
-                piece = src[pos : pos + ln]
-                self._mv[base : base + len(piece)] = piece
-                pos += ln
-            return
+        # Large data-out by `pwrite`, which runs without the GIL as the kernel's copy
+        # does; small by a plain copy, cheaper than handing the GIL over (fsutil.py).
+        unlocked = len(src) >= UNLOCKED_COPY_MIN
         pos = 0
         for base, ln in iovs:
             piece = src[pos : pos + ln]
-            while piece:  # pwrite: the copy runs without the GIL, like the kernel's
-                n = os.pwrite(self._fd, piece, base)
-                if n <= 0:
-                    raise OSError(f"fake data area: pwrite wrote nothing at {base}")
-                piece, base = piece[n:], base + n
+            if unlocked:
+                pwrite_all(self._fd, piece, base)
+            else:
+                self._mv[base : base + len(piece)] = piece
             pos += ln
 
     def poison(self, blocks: list[int]) -> None:

@@ -10,8 +10,8 @@ from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from thur.fsutil import UNLOCKED_COPY_MIN
 from thur.pool import ChunkerParams, FixedChunker, StreamChunker, chunk_id, parse_chunk_id
-from thur.pool.chunker import UNLOCKED_COPY_MIN
 
 SMALL = ChunkerParams(min_size=256, avg_size=1024, max_size=4096)
 

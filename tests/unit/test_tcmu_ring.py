@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pytest
 
 from handlers.scsi.engine import CHECK_CONDITION, GOOD, Response
-from handlers.tcmu.command import UNLOCKED_GATHER_MIN
 from handlers.tcmu.fake_kernel import POISON, Completion, FakeKernel, RingFull
 from handlers.tcmu.ring import Ring
 from handlers.tcmu.uapi import (
@@ -18,6 +17,7 @@ from handlers.tcmu.uapi import (
     ffi,
 )
 from tests.unit.ring_kit import TUR, StubEngine, read6, serve, small_kernel, write6
+from thur.fsutil import UNLOCKED_COPY_MIN
 
 
 @pytest.fixture
@@ -49,10 +49,10 @@ def test_data_out_is_gathered_across_three_iovecs(fake: FakeKernel) -> None:
 
 
 @pytest.mark.parametrize("split", [1, 3])
-@pytest.mark.parametrize("size", [200 * 1024 + 123, UNLOCKED_GATHER_MIN + 123])
+@pytest.mark.parametrize("size", [200 * 1024 + 123, UNLOCKED_COPY_MIN + 123])
 def test_data_out_is_gathered_into_a_private_copy(split: int, size: int) -> None:
-    # From UNLOCKED_GATHER_MIN on, by ctypes.memmove into a new bytes object.
-    kernel = FakeKernel(data_blocks=2 * UNLOCKED_GATHER_MIN // 4096, block_size=4096)
+    # From UNLOCKED_COPY_MIN on, by ctypes.memmove into a new bytes object.
+    kernel = FakeKernel(data_blocks=2 * UNLOCKED_COPY_MIN // 4096, block_size=4096)
     try:
         payload = os.urandom(size)
         cmd_id = kernel.submit(write6(len(payload)), data_out=payload, iov_split=split)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from pyfastcdc import FastCDC
 
-from thur.fsutil import pwrite_all
+from thur.fsutil import UNLOCKED_COPY_MIN, pwrite_all
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -77,12 +77,6 @@ class ChunkerParams:
             max_size=self.max_size,
             normalized_chunking=self.normalized_chunking,  # type: ignore[arg-type]
         )
-
-
-# Pieces at least this long are copied into the window with `pwrite` (GIL released);
-# shorter ones through the map, which costs less than giving the GIL up and taking it
-# back (docs/PERFORMANCE.md, "Copies under 1 MiB hold the GIL").
-UNLOCKED_COPY_MIN = 1024 * 1024
 
 
 class _Window:
