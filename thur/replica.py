@@ -81,10 +81,13 @@ class SegmentReplicator:
 
     def _ensure_durable(self, ids: Iterable[bytes]) -> None:
         index = self.tier.index
-        missing = [c for c in dict.fromkeys(ids) if c not in index]
+        ids = list(dict.fromkeys(ids))
+        known = index.known(ids)
+        missing = [c for c in ids if c not in known]
         if missing:
             self.tier.flush()
-            still = [c for c in missing if c not in index]
+            known = index.known(missing)
+            still = [c for c in missing if c not in known]
             if still:
                 raise self.backend_failure(f"{len(still)} chunks are not in the bucket yet")
 

@@ -50,6 +50,8 @@ from typing import TypeVar
 
 from blake3 import blake3
 
+from thur.sqlbatch import execute_values, in_lists
+
 from .backend import Backend
 from .errors import BackendPermanent
 from .pack import ENTRY, TRAILER, PackEntry, pack_id_from_key, pack_key, parse_table, parse_trailer
@@ -188,6 +190,17 @@ class PackIndex:
                 is not None
             )
 
+    def known(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
+        """Those of `chunk_ids` with a location: `in`, one statement per sqlbatch.BATCH ids."""
+        out: set[bytes] = set()
+        for marks, part in in_lists(chunk_ids):
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT DISTINCT chunk_id FROM entries WHERE chunk_id IN ({marks})", part
+                ).fetchall()
+            out.update(bytes(r[0]) for r in rows)
+        return out
+
     def add(self, entries: Iterable[PackEntry], index_key: str | None = None) -> int:
         """Record locations (and that `index_key` names their packs); returns rows added."""
         entries = list(entries)
@@ -199,16 +212,16 @@ class PackIndex:
 
     def _add_locked(self, entries: list[PackEntry], index_key: str | None) -> int:
         before = self._db.total_changes
-        self._db.executemany(
-            "INSERT OR IGNORE INTO entries VALUES(?, ?, ?, ?, ?, ?)", [_row(e) for e in entries]
-        )
+        rows = [_row(e) for e in entries]
+        execute_values(self._db, "INSERT OR IGNORE INTO entries {values}", rows)
         added = self._db.total_changes - before
-        packs = {(e.pack_id,) for e in entries}
-        self._db.executemany("INSERT OR IGNORE INTO packs VALUES(?)", packs)
+        packs = list({(e.pack_id,) for e in entries})
+        execute_values(self._db, "INSERT OR IGNORE INTO packs {values}", packs)
         if index_key is not None:
             self._db.execute("INSERT OR IGNORE INTO index_files VALUES(?)", (index_key,))
-            self._db.executemany(
-                "INSERT OR IGNORE INTO index_file_packs VALUES(?, ?)",
+            execute_values(
+                self._db,
+                "INSERT OR IGNORE INTO index_file_packs {values}",
                 [(index_key, p) for (p,) in packs],
             )
         return added

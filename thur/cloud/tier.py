@@ -316,11 +316,16 @@ class TieredPool:
         groups: list[list[tuple[bytes, int]]] = []
         current: list[tuple[bytes, int]] = []
         size = 0
+        todo = [
+            (cid, stored)
+            for cid, stored in self.store.pending()
+            if cid not in self._corrupt and cid not in self._uploading
+        ]
+        # Uploaded, but a crash came before they were marked durable.
+        indexed = self.index.known([cid for cid, _stored in todo])
         known: list[bytes] = []
-        for cid, stored in self.store.pending():
-            if cid in self._corrupt or cid in self._uploading:
-                continue
-            if cid in self.index:
+        for cid, stored in todo:
+            if cid in indexed:
                 known.append(cid)
                 continue
             if current and size + stored > self.config.pack_target:
@@ -345,18 +350,16 @@ class TieredPool:
         entries: list[PackEntry] = []
         try:
             builder = PackBuilder()
-            for cid, _stored in group:
-                try:
-                    if self.config.verify_before_upload:
-                        # Seal check for files this pool wrote from hashed
-                        # plaintext, decode + BLAKE3 for any other (chunkfile.py).
-                        enc = self.store.read_checked(cid)
-                    else:
-                        enc = self.store.read_encoded(cid)
-                except ChunkMissing:
+            # verify: the seal check for files this pool wrote from hashed
+            # plaintext, decode + BLAKE3 for any other (chunkfile.py).
+            read = self.store.read_many(
+                [cid for cid, _stored in group], verify=self.config.verify_before_upload
+            )
+            for cid, enc in read:
+                if isinstance(enc, ChunkMissing):
                     continue  # swept by GC since it was planned: nothing to upload
-                except ChunkCorrupt as e:
-                    log.error("not uploading %s: %s", cid.hex(), e)
+                if isinstance(enc, ChunkCorrupt):
+                    log.error("not uploading %s: %s", cid.hex(), enc)
                     with self._lock:
                         self._corrupt.add(cid)
                         report.corrupt.append(cid)

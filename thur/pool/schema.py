@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from thur.sqlbatch import require_sqlite
+
 from .errors import PoolStateError
 
 SCHEMA = """
@@ -36,6 +38,7 @@ FILE_INDEX = "CREATE INDEX IF NOT EXISTS chunks_in_files ON chunks(id) WHERE seg
 
 def open_schema(db: sqlite3.Connection) -> None:
     """Create the schema, or migrate an older one to it (idempotent)."""
+    require_sqlite()
     db.executescript(SCHEMA)
     version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
     if version and version[0][0] == "1":

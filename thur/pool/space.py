@@ -23,12 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from thur.sqlbatch import execute_values, in_lists
+
 from .clock import Clock
 from .errors import BackpressureTimeout
 from .layout import ChunkFiles
 from .segments import Loc, SegmentFiles
 
 TOUCH_BATCH = 4096  # reads of durable chunks buffered before their new LRU order is written
+# Eviction frees what a write needs plus up to budget / 32, at most 64 MiB.
+EVICT_STEP_DIVISOR = 32
+EVICT_STEP_MAX = 64 << 20
 
 
 @dataclass(slots=True)
@@ -68,7 +73,8 @@ class SpaceMixin:
     _writing: set[bytes]
     counters: SpaceCounters
 
-    def _lookup(self, cid: bytes) -> tuple[int, int, int | None, int | None] | None: ...
+    _lookup: Callable[[bytes], tuple[int, int, int | None, int | None] | None]  # reads.py
+
     def _write(self, work: Callable[[sqlite3.Connection], object]) -> None: ...
 
     def _initial_budget(self) -> int:
@@ -129,6 +135,11 @@ class SpaceMixin:
         if need <= 0:
             return
         self._flush_touches()
+        # Past what is needed, go on up to a step of the budget: a full cache
+        # then pays one eviction commit (an fsync, under `_cond`) per step,
+        # not one per new chunk. Never past the step: small caches evict
+        # exactly what they need.
+        step = need + min(self.budget // EVICT_STEP_DIVISOR, EVICT_STEP_MAX)
         victims: list[bytes] = []
         freed = 0
         after = -1
@@ -142,11 +153,13 @@ class SpaceMixin:
             if not page:
                 break
             for cid, sz, _seq in page:
-                if freed >= need:
+                if freed >= need and freed + sz > step:
                     break
                 victims.append(bytes(cid))
                 freed += sz
             after = page[-1][2]
+            if len(page) < 256:
+                break
         if victims:
             n, freed = self._remove(victims)
             self.counters.evictions += n
@@ -165,13 +178,13 @@ class SpaceMixin:
         gone: list[tuple[bytes, int, int, int | None, int | None]] = []
 
         def delete(db: sqlite3.Connection) -> None:
-            for cid in ids:
-                row = db.execute(
-                    "SELECT size, durable, seg, off FROM chunks WHERE id = ?", (cid,)
+            # Two statements per batch of ids, not two per chunk (sqlbatch.py).
+            for marks, part in in_lists(ids):
+                rows = db.execute(
+                    f"SELECT id, size, durable, seg, off FROM chunks WHERE id IN ({marks})", part
                 ).fetchall()
-                if row:
-                    db.execute("DELETE FROM chunks WHERE id = ?", (cid,))
-                    gone.append((cid, *row[0]))
+                db.execute(f"DELETE FROM chunks WHERE id IN ({marks})", part)
+                gone.extend((bytes(r[0]), *r[1:]) for r in rows)
 
         with self._wlock:
             self._write(delete)
@@ -218,8 +231,13 @@ class SpaceMixin:
             rows = []
             for cid in ids:
                 self._seq += 1
-                rows.append((self._seq, cid))
-            db.executemany("UPDATE chunks SET seq = ? WHERE id = ? AND durable = 1", rows)
+                rows.append((cid, self._seq))
+            execute_values(
+                db,
+                "UPDATE chunks SET seq = v.column2 FROM ({values}) AS v"
+                " WHERE chunks.id = v.column1 AND chunks.durable = 1",
+                rows,
+            )
 
         with self._wlock:
             self._db.execute("PRAGMA synchronous=NORMAL")

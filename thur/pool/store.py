@@ -58,15 +58,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from thur.sqlbatch import execute_values, in_lists
+
 from . import chunkfile
 from .chunkfile import Encoded
 from .chunkid import chunk_id
 from .clock import Clock, SystemClock
 from .codec import CompressionPolicy, Compressor
 from .commit import GroupCommit
-from .errors import ChunkCorrupt, ChunkMissing
 from .gc import RefGuard
 from .layout import ChunkFiles
+from .reads import ReadMixin
 from .recovery import recover
 from .schema import open_schema
 from .segments import Loc, SegmentFiles, record_size
@@ -142,7 +144,7 @@ def _statvfs_free(path: Path) -> Callable[[], int]:
     return free
 
 
-class LocalStore(SpaceMixin):
+class LocalStore(ReadMixin, SpaceMixin):
     """The warm cache. Thread-safe; one instance per data_dir.
 
     Locks, always taken in this order and never the other way: `_cond`
@@ -360,9 +362,7 @@ class LocalStore(SpaceMixin):
                 self._seq += 1
                 loc = st.loc
                 rows.append((st.cid, loc.size, int(st.durable), self._seq, loc.seg, loc.off))
-            self._write(
-                lambda db: db.executemany("INSERT INTO chunks VALUES(?, ?, ?, ?, ?, ?)", rows)
-            )
+            self._write(lambda db: execute_values(db, "INSERT INTO chunks {values}", rows))
         pinned = False
         with self._cond:
             for st in batch:
@@ -385,84 +385,6 @@ class LocalStore(SpaceMixin):
                 self._writing.discard(cid)
             self._cond.notify_all()
 
-    def get(self, cid: bytes) -> bytes:
-        """Return the verified plaintext; ChunkMissing or ChunkCorrupt otherwise."""
-        enc = self.read_encoded(cid)
-        plain = self.compressor.decompress(cid, enc.codec, enc.payload, enc.plain_len)
-        if chunk_id(plain) != cid:
-            raise ChunkCorrupt(cid, "BLAKE3 of the plaintext does not match the id")
-        return plain
-
-    def read_encoded(self, cid: bytes) -> Encoded:
-        """The stored encoding (structurally checked, not hash-verified)."""
-        return chunkfile.decode(cid, self._read(cid))
-
-    def _read(self, cid: bytes) -> bytes:
-        """The chunk file bytes (segment record without its id, or the whole file)."""
-        found = self._lookup(cid)
-        if found is None:
-            raise ChunkMissing(cid)
-        size, durable, seg, off = found
-        if durable:
-            self._touch(cid)
-        if seg is None:
-            try:
-                return self._files.read(cid)
-            except FileNotFoundError:
-                raise ChunkMissing(cid) from None  # evicted between lookup and read
-        loc = Loc(seg, off, size)
-        try:
-            raw = self._segs.read(cid, loc)
-        except (FileNotFoundError, ChunkCorrupt):
-            if self._lookup(cid) != found:
-                raise ChunkMissing(cid) from None  # freed between lookup and read
-            raise
-        # Freeing deletes the row, then punches the record's bytes: a row still
-        # there now means the bytes just read were not yet punched.
-        if self._lookup(cid) != found:
-            raise ChunkMissing(cid)
-        return raw
-
-    def read_checked(self, cid: bytes) -> Encoded:
-        """The stored encoding, verified to be the payload of the id's plaintext.
-
-        For the uploader: a SEALED v2 file whose seal matches is exactly the
-        payload this pool produced from plaintext it hashed to `cid`, so only
-        the seal (BLAKE3 of the payload) is checked. Any other file (v1,
-        unsealed) is decoded and its plaintext re-hashed. ChunkCorrupt if
-        either check fails, ChunkMissing if it is gone.
-        """
-        parsed = chunkfile.parse(cid, self._read(cid))
-        enc = parsed.enc
-        if parsed.seal is not None and not parsed.seal_ok():
-            raise ChunkCorrupt(cid, "chunk file seal (BLAKE3 of the payload) does not match")
-        if not parsed.flags & chunkfile.SEALED:
-            plain = self.compressor.decompress(cid, enc.codec, enc.payload, enc.plain_len)
-            if chunk_id(plain) != cid:
-                raise ChunkCorrupt(cid, "BLAKE3 of the plaintext does not match the id")
-        return enc
-
-    def locate(self, cid: bytes) -> tuple[str, int, int]:
-        """(path, offset, length) of the chunk file bytes on disk, for tools and tests.
-
-        A segment record's chunk file starts after the record's id; a chunk
-        file of a schema 1 pool is the whole file.
-        """
-        found = self._lookup(cid)
-        if found is None:
-            raise ChunkMissing(cid)
-        size, _durable, seg, off = found
-        if seg is None:
-            return self._files.path(cid), 0, size
-        return self._segs.chunk_file_span(Loc(seg, off, size))
-
-    def contains(self, cid: bytes) -> bool:
-        return self._lookup(cid) is not None
-
-    def is_durable(self, cid: bytes) -> bool:
-        found = self._lookup(cid)
-        return found is not None and bool(found[1])
-
     def pending(self, limit: int | None = None) -> list[tuple[bytes, int]]:
         """Pinned chunks (id, file size), oldest first."""
         with self._rlock:
@@ -480,17 +402,27 @@ class LocalStore(SpaceMixin):
         unpinned = 0
 
         def unpin(db: sqlite3.Connection) -> None:
+            # A few statements per batch of ids, not one per chunk (sqlbatch.py).
+            # Every id gets a new seq: one spent on a chunk already durable or
+            # gone is harmless (seq only orders).
             nonlocal unpinned
-            for cid in todo:
-                row = db.execute(
-                    "SELECT size FROM chunks WHERE id = ? AND durable = 0", (cid,)
-                ).fetchall()
-                if row:
+            for marks, part in in_lists(todo):
+                (size,) = db.execute(
+                    f"SELECT coalesce(sum(size), 0) FROM chunks"
+                    f" WHERE durable = 0 AND id IN ({marks})",
+                    part,
+                ).fetchone()
+                unpinned += size
+                pairs = []
+                for cid in part:
                     self._seq += 1
-                    db.execute(
-                        "UPDATE chunks SET durable = 1, seq = ? WHERE id = ?", (self._seq, cid)
-                    )
-                    unpinned += row[0][0]
+                    pairs.append((cid, self._seq))
+                execute_values(
+                    db,
+                    "UPDATE chunks SET durable = 1, seq = v.column2 FROM ({values}) AS v"
+                    " WHERE chunks.id = v.column1 AND chunks.durable = 0",
+                    pairs,
+                )
 
         with self._wlock:
             self._write(unpin)
@@ -554,15 +486,6 @@ class LocalStore(SpaceMixin):
         with self._wlock, self._rlock:
             self._rdb.close()
             self._db.close()
-
-    def _lookup(self, cid: bytes) -> tuple[int, int, int | None, int | None] | None:
-        """(size, durable, segment, offset) of a committed chunk, or None."""
-        with self._rlock:
-            # fetchall: a half-read cursor would keep a read transaction open.
-            rows = self._rdb.execute(
-                "SELECT size, durable, seg, off FROM chunks WHERE id = ?", (cid,)
-            ).fetchall()
-        return tuple(rows[0]) if rows else None  # type: ignore[return-value]
 
     def _write(self, work: Callable[[sqlite3.Connection], object]) -> None:
         """One write transaction on the writing connection; the caller holds `_wlock`."""
