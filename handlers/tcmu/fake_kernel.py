@@ -179,8 +179,10 @@ class FakeKernel:
 
     def wait_notified(self, timeout: float) -> bool:
         """Wait for the handler's write to the uio fd; drain all pending notifications."""
-        ready, _, _ = select.select([self._kernel_sock], [], [], timeout)
-        if not ready:
+        # poll, not select: select refuses fds >= 1024 (FD_SETSIZE).
+        poller = select.poll()
+        poller.register(self._kernel_sock, select.POLLIN)
+        if not poller.poll(max(0, int(timeout * 1000))):
             return False
         with contextlib.suppress(BlockingIOError):
             while self._kernel_sock.recv(65536):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import mmap
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import given, settings
@@ -15,10 +17,14 @@ from handlers.tcmu.fake_data import DataArea, RingFull
 BLOCKS, BS = 32, 16
 
 
-def _area(blocks: int = BLOCKS, bs: int = BS) -> DataArea:
+@contextmanager
+def _area(blocks: int = BLOCKS, bs: int = BS) -> Iterator[DataArea]:
     fd = os.memfd_create("test-data-area")
-    os.ftruncate(fd, blocks * bs)
-    return DataArea(memoryview(mmap.mmap(fd, blocks * bs)), fd, 0, blocks, bs, poison=False)
+    try:  # closed: hundreds of hypothesis examples must not run the process out of fds
+        os.ftruncate(fd, blocks * bs)
+        yield DataArea(memoryview(mmap.mmap(fd, blocks * bs)), fd, 0, blocks, bs, poison=False)
+    finally:
+        os.close(fd)
 
 
 def _lowest_free(used: list[bool], count: int) -> list[int] | None:
@@ -30,7 +36,13 @@ def _lowest_free(used: list[bool], count: int) -> list[int] | None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(1, 12 * BS)), max_size=40))
 def test_blocks_are_always_the_lowest_free_ones(ops: list[tuple[bool, int]]) -> None:
-    area, used, held = _area(), [False] * BLOCKS, []
+    with _area() as area:
+        _check_lowest_free(area, ops)
+
+
+def _check_lowest_free(area: DataArea, ops: list[tuple[bool, int]]) -> None:
+    used: list[bool] = [False] * BLOCKS
+    held: list[tuple[list[int], int]] = []
     for alloc, length in ops:
         if alloc or not held:
             want = _lowest_free(used, -(-length // BS))
@@ -55,7 +67,11 @@ def test_blocks_are_always_the_lowest_free_ones(ops: list[tuple[bool, int]]) -> 
 
 @pytest.mark.parametrize("bs", [BS, 512 * 1024])  # through the map; by pwrite (>= 1 MiB)
 def test_data_out_lands_in_the_iovecs(bs: int) -> None:
-    area = _area(BLOCKS, bs)
+    with _area(BLOCKS, bs) as area:
+        _check_data_out(area, bs)
+
+
+def _check_data_out(area: DataArea, bs: int) -> None:
     blocks = area.alloc(3 * bs, 3)  # three discontiguous runs
     iovs = area.iovecs(blocks, 3 * bs)
     assert len(iovs) == 3

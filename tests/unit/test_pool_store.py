@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import threading
 import time
@@ -263,3 +264,17 @@ def _catch(errors: list[BaseException], fn) -> None:  # noqa: ANN001
         fn()
     except BaseException as e:  # noqa: BLE001
         errors.append(e)
+
+
+def _open_fds_under(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if str(path) in os.path.realpath(fd))
+
+
+def test_a_store_dropped_without_close_leaks_no_fds(tmp_path: Path) -> None:
+    store = LocalStore(cfg(tmp_path))
+    store.put_many([blob(i) for i in range(8)])  # opens segments
+    assert _open_fds_under(tmp_path / "pool" / "segments") >= 1
+    del store
+    gc.collect()
+    assert _open_fds_under(tmp_path / "pool") == 0

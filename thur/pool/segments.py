@@ -72,6 +72,15 @@ class _Open:
         self.fd = fd
         self.end = 0
 
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        # A safety net: a store dropped without close() does not leak its open segments.
+        self.close()
+
 
 def record_size(file_size: int) -> int:
     return CHUNK_ID_LEN + file_size
@@ -172,7 +181,7 @@ class SegmentFiles:
         return _Open(number, fd)
 
     def _retire(self, seg: _Open) -> None:
-        os.close(seg.fd)
+        seg.close()
         with self._lock:
             self._open.discard(seg.number)
 

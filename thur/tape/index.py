@@ -75,7 +75,7 @@ class EntryFile:
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         have = os.fstat(self._fd).st_size // entry_size
         if have < count:
-            os.close(self._fd)
+            self.close()
             raise ValueError(f"{path}: {have} entries on disk, manifest says {count}")
         os.ftruncate(self._fd, count * entry_size)  # drop what was never committed
         self._on_disk = count
@@ -164,6 +164,11 @@ class EntryFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def __del__(self) -> None:
+        # A safety net: an index dropped without close() (an error path) does not leak its fd.
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
 
 
 class RecordIndex(EntryFile):

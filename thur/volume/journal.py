@@ -97,6 +97,7 @@ class Journal:
     def __init__(self, directory: Path, *, fsync: bool = True) -> None:
         self.dir = Path(directory)
         self._fsync = fsync
+        self._sync_lock = threading.Lock()
         epochs = sorted(int(m[1]) for p in self.dir.iterdir() if (m := NAME.fullmatch(p.name)))
         # Files of epochs before the current one, replayed first, unlinked when covered.
         self.retired: list[int] = epochs[:-1]
@@ -110,7 +111,6 @@ class Journal:
         self.end = os.fstat(self._fd).st_size
         self.synced = self.end  # what was there before we opened is on disk or lost
         self.retired_bytes = sum(self._path(e).stat().st_size for e in self.retired)
-        self._sync_lock = threading.Lock()
 
     @property
     def total(self) -> int:
@@ -233,6 +233,11 @@ class Journal:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+    def __del__(self) -> None:
+        # A safety net: a journal dropped without close() (an error path) does not leak its fd.
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
 
 
 def _read_records(fd: int, epoch: int) -> Generator[Record, None, bool]:

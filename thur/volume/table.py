@@ -161,3 +161,8 @@ class PageTable:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def __del__(self) -> None:
+        # A safety net: a table dropped without close() (an error path) does not leak its fd.
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
