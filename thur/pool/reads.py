@@ -88,24 +88,22 @@ class ReadMixin:
             except (FileNotFoundError, ChunkCorrupt, ChunkMissing) as e:
                 errors[cid] = e
         after = self._lookup_many([c for c in before if c in raws or c in errors])
-        out: list[tuple[bytes, Encoded | ChunkMissing | ChunkCorrupt]] = []
-        for cid in ids:
+        done: dict[bytes, Encoded | ChunkMissing | ChunkCorrupt] = {}
+        for cid in dict.fromkeys(ids):
             error = errors.get(cid)
             if cid in before and after.get(cid) != before[cid]:
                 error = ChunkMissing(cid)  # freed while we read it
             if isinstance(error, (ChunkMissing, ChunkCorrupt)):
-                out.append((cid, error))
+                done[cid] = error
                 continue
             if error is not None:
                 raise error  # the row is still there but its segment is not
-            raw = raws[cid]
+            raw = raws.pop(cid)  # dropped as decoded: a pack's worth in memory, not two
             try:
-                enc = self._checked(cid, raw) if verify else chunkfile.decode(cid, raw)
+                done[cid] = self._checked(cid, raw) if verify else chunkfile.decode(cid, raw)
             except ChunkCorrupt as e:
-                out.append((cid, e))
-                continue
-            out.append((cid, enc))
-        return out
+                done[cid] = e
+        return [(cid, done[cid]) for cid in ids]
 
     def _checked(self, cid: bytes, raw: bytes) -> Encoded:
         parsed = chunkfile.parse(cid, raw)
