@@ -53,6 +53,9 @@ class KernelFs:
         os.symlink(target, link)
 
 
+_HBA_RACE_RETRIES = 3
+
+
 def _err(what: str, path: Path, exc: OSError) -> ExecutionError:
     return ExecutionError(f"{what} {path}: {exc.strerror or exc}")
 
@@ -82,15 +85,25 @@ def create_user_backstore(fs: KernelFs, paths: ConfigfsPaths, hba: int, name: st
     before any LUN links the device (serial, APTPL and cmd_time_out refuse after)."""
     hba_dir = paths.core / f"user_{hba}"
     dev = hba_dir / name
-    if not hba_dir.is_dir():
+    # thurvtld and thurvsad start side by side and may pick the same free hba
+    # index: the one whose mkdir loses shares the hba (an hba holds any number
+    # of devices), and a device mkdir that finds the hba just removed (the other
+    # daemon's last device went) makes it again.
+    for attempt in range(_HBA_RACE_RETRIES):
         try:
             fs.mkdir(hba_dir)
+        except FileExistsError:
+            pass
         except OSError as exc:
             raise _err("cannot create TCMU hba", hba_dir, exc) from exc
-    try:
-        fs.mkdir(dev)
-    except OSError as exc:
-        raise _err("cannot create user backstore", dev, exc) from exc
+        try:
+            fs.mkdir(dev)
+            break
+        except FileNotFoundError as exc:
+            if attempt + 1 == _HBA_RACE_RETRIES:
+                raise _err("cannot create user backstore", dev, exc) from exc
+        except OSError as exc:
+            raise _err("cannot create user backstore", dev, exc) from exc
     for opt in create["control"]:
         try:
             fs.write(dev / "control", opt)
@@ -135,7 +148,14 @@ def delete_user_backstore(fs: KernelFs, paths: ConfigfsPaths, hba: int, name: st
     except FileNotFoundError:
         return
     if not others:
-        _rmdir(fs, hba_dir, "TCMU hba")
+        try:
+            fs.rmdir(hba_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # Another daemon put a device in it since we looked: it is theirs now.
+            if exc.errno not in (errno.ENOTEMPTY, errno.EBUSY):
+                raise _err("cannot remove TCMU hba", hba_dir, exc) from exc
 
 
 def _write(fs: KernelFs, path: Path, value: str, what: str) -> None:

@@ -231,3 +231,52 @@ def test_executor_refuses_rtslib_on_a_foreign_root(paths: ConfigfsPaths) -> None
     ex = LioExecutor(paths, EmuFs())
     with pytest.raises(ExecutionError, match="rtslib-fb works on /sys/kernel/config/target"):
         ex.enable(ObjKey(Kind.ISCSI_TPG, ("iqn.2026-01.io.thur:vtl", 1)))
+
+
+def test_two_daemons_picking_the_same_hba_share_it(paths: ConfigfsPaths, tmp_path: Path) -> None:
+    # thurvsad's device made user_0 after thurvtld chose index 0 for its own.
+    (paths.core / "user_0" / "thurvsa_vol1").mkdir(parents=True)
+    node = node_of(make_bs(), tmp_path)
+    dev = create_user_backstore(EmuFs(), paths, 0, "tape0", node.create, node.live, None)
+    assert dev == paths.core / "user_0" / "tape0" and dev.is_dir()
+    assert (paths.core / "user_0" / "thurvsa_vol1").is_dir()
+
+
+class VanishingHbaFs(EmuFs):
+    """The other daemon removes the shared hba (its last device went) just after our
+    hba mkdir found it there, once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.vanish = True
+
+    def mkdir(self, path: Path) -> None:
+        if path.name.startswith("user_") and path.is_dir() and self.vanish:
+            self.vanish = False
+            path.rmdir()
+            raise FileExistsError(errno.EEXIST, "File exists", str(path))
+        super().mkdir(path)
+
+
+def test_an_hba_removed_under_our_feet_is_made_again(paths: ConfigfsPaths, tmp_path: Path) -> None:
+    (paths.core / "user_0").mkdir()
+    node = node_of(make_bs(), tmp_path)
+    fs = VanishingHbaFs()
+    dev = create_user_backstore(fs, paths, 0, "tape0", node.create, node.live, None)
+    assert not fs.vanish and dev.is_dir()
+
+
+class CrowdedRmdirFs(EmuFs):
+    """Another daemon creates a device in the hba between our listing and its rmdir."""
+
+    def rmdir(self, path: Path) -> None:
+        if path.name.startswith("user_"):
+            (path / "thurvsa_vol1").mkdir()
+        super().rmdir(path)
+
+
+def test_deleting_leaves_an_hba_another_daemon_just_used(paths: ConfigfsPaths) -> None:
+    (paths.core / "user_2" / "tape0" / "attrib").mkdir(parents=True)
+    delete_user_backstore(CrowdedRmdirFs(), paths, 2, "tape0")
+    assert (paths.core / "user_2" / "thurvsa_vol1").is_dir()
+    assert not (paths.core / "user_2" / "tape0").exists()
