@@ -148,14 +148,8 @@ def delete_user_backstore(fs: KernelFs, paths: ConfigfsPaths, hba: int, name: st
     except FileNotFoundError:
         return
     if not others:
-        try:
-            fs.rmdir(hba_dir)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            # Another daemon put a device in it since we looked: it is theirs now.
-            if exc.errno not in (errno.ENOTEMPTY, errno.EBUSY):
-                raise _err("cannot remove TCMU hba", hba_dir, exc) from exc
+        # Another daemon may have put a device in it since we looked: theirs now.
+        _rmdir(fs, hba_dir, "TCMU hba", in_use_ok=True)
 
 
 def _write(fs: KernelFs, path: Path, value: str, what: str) -> None:
@@ -165,12 +159,15 @@ def _write(fs: KernelFs, path: Path, value: str, what: str) -> None:
         raise _err(what, path, exc) from exc
 
 
-def _rmdir(fs: KernelFs, path: Path, what: str) -> None:
+def _rmdir(fs: KernelFs, path: Path, what: str, *, in_use_ok: bool = False) -> None:
+    """rmdir; gone is fine, and so is in use (not empty, busy) when `in_use_ok`."""
     try:
         fs.rmdir(path)
     except FileNotFoundError:
         return
     except OSError as exc:
+        if in_use_ok and exc.errno in (errno.ENOTEMPTY, errno.EBUSY):
+            return
         raise _err(f"cannot remove {what}", path, exc) from exc
 
 

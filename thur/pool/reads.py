@@ -87,7 +87,7 @@ class ReadMixin:
                 raws[cid] = self._read_at(cid, found)
             except (FileNotFoundError, ChunkCorrupt, ChunkMissing) as e:
                 errors[cid] = e
-        after = self._lookup_many([c for c in before if c in raws or c in errors])
+        after = self._lookup_many(list(before))
         done: dict[bytes, Encoded | ChunkMissing | ChunkCorrupt] = {}
         for cid in dict.fromkeys(ids):
             error = errors.get(cid)

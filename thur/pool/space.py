@@ -31,6 +31,7 @@ from .layout import ChunkFiles
 from .segments import Loc, SegmentFiles
 
 TOUCH_BATCH = 4096  # reads of durable chunks buffered before their new LRU order is written
+EVICT_PAGE = 256  # LRU rows read per query while choosing victims
 # Eviction frees what a write needs plus up to budget / 32, at most 64 MiB.
 EVICT_STEP_DIVISOR = 32
 EVICT_STEP_MAX = 64 << 20
@@ -147,8 +148,8 @@ class SpaceMixin:
             with self._rlock:
                 page = self._rdb.execute(
                     "SELECT id, size, seq FROM chunks WHERE durable = 1 AND seq > ?"
-                    " ORDER BY seq LIMIT 256",
-                    (after,),
+                    " ORDER BY seq LIMIT ?",
+                    (after, EVICT_PAGE),
                 ).fetchall()
             if not page:
                 break
@@ -158,7 +159,7 @@ class SpaceMixin:
                 victims.append(bytes(cid))
                 freed += sz
             after = page[-1][2]
-            if len(page) < 256:
+            if len(page) < EVICT_PAGE:
                 break
         if victims:
             n, freed = self._remove(victims)
@@ -221,27 +222,32 @@ class SpaceMixin:
         if full:
             self._flush_touches()
 
+    def _renumber(self, db: sqlite3.Connection, ids: list[bytes], *, unpin: bool) -> None:
+        """Give each of `ids` the next seq, a few statements per batch (sqlbatch.py):
+        the LRU bump of durable rows, or (`unpin`) the unpinning of pinned ones.
+        An id with no such row spends a seq number, which is harmless (seq only
+        orders). The caller holds `_wlock` inside a write transaction."""
+        pairs = []
+        for cid in ids:
+            self._seq += 1
+            pairs.append((cid, self._seq))
+        was = 0 if unpin else 1
+        execute_values(
+            db,
+            "UPDATE chunks SET durable = 1, seq = v.column2 FROM ({values}) AS v"
+            f" WHERE chunks.id = v.column1 AND chunks.durable = {was}",
+            pairs,
+        )
+
     def _flush_touches(self) -> None:
         with self._tlock:
             ids, self._touched = list(self._touched), {}
         if not ids:
             return
 
-        def bump(db: sqlite3.Connection) -> None:
-            rows = []
-            for cid in ids:
-                self._seq += 1
-                rows.append((cid, self._seq))
-            execute_values(
-                db,
-                "UPDATE chunks SET seq = v.column2 FROM ({values}) AS v"
-                " WHERE chunks.id = v.column1 AND chunks.durable = 1",
-                rows,
-            )
-
         with self._wlock:
             self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                self._write(bump)
+                self._write(lambda db: self._renumber(db, ids, unpin=False))
             finally:
                 self._db.execute("PRAGMA synchronous=FULL")

@@ -403,8 +403,6 @@ class LocalStore(ReadMixin, SpaceMixin):
 
         def unpin(db: sqlite3.Connection) -> None:
             # A few statements per batch of ids, not one per chunk (sqlbatch.py).
-            # Every id gets a new seq: one spent on a chunk already durable or
-            # gone is harmless (seq only orders).
             nonlocal unpinned
             for marks, part in in_lists(todo):
                 (size,) = db.execute(
@@ -413,16 +411,7 @@ class LocalStore(ReadMixin, SpaceMixin):
                     part,
                 ).fetchone()
                 unpinned += size
-                pairs = []
-                for cid in part:
-                    self._seq += 1
-                    pairs.append((cid, self._seq))
-                execute_values(
-                    db,
-                    "UPDATE chunks SET durable = 1, seq = v.column2 FROM ({values}) AS v"
-                    " WHERE chunks.id = v.column1 AND chunks.durable = 0",
-                    pairs,
-                )
+                self._renumber(db, part, unpin=True)
 
         with self._wlock:
             self._write(unpin)
